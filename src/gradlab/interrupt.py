@@ -1,0 +1,55 @@
+"""Ctrl-C and SIGTERM stop training cleanly at the end of the current epoch.
+
+Lightning's own handling raises mid-epoch (KeyboardInterrupt wherever it lands, SIGTERM at the
+next batch), which can leave a half-applied optimiser step in the checkpoint and counters that
+resume one batch off (Lightning #19367, #19815). Stopping at an epoch boundary instead gives a
+checkpoint that resumes to exactly the weights of an uninterrupted run, because batch order
+depends only on (seed, epoch). A second Ctrl-C stops at once.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import lightning.pytorch as L
+
+
+class GracefulStop(L.Callback):
+    """On SIGINT/SIGTERM: finish this epoch, then ask the Trainer to stop; remembers the signal."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Installed after Lightning's own handlers (set up before this hook), so it replaces them
+        # for the duration of training; on_train_end puts the previous ones back.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # second Ctrl-C: the user really means now
+        self.signum = signum
+        print(
+            f"\ngradlab: received {signal.Signals(signum).name}; stopping at the end of this epoch "
+            "and saving a checkpoint (Ctrl-C again to stop at once).",
+            flush=True,
+        )
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # all ranks must agree, or DDP would hang with one rank waiting for the others
+        if trainer.strategy.reduce_boolean_decision(self.signum is not None, all=False):
+            self.signum = self.signum or signal.SIGTERM
+            trainer.should_stop = True
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}

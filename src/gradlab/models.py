@@ -1,0 +1,136 @@
+"""The linear model (an nn.Module) and the LightningModule that trains it with MSE.
+
+Three ways to get the gradient, chosen by `optimization`:
+- automatic: Lightning calls backward, step and zero_grad for us;
+- manual:    the journal's autograd loop, written out: forward, loss, backward, step, zero_grad;
+- analytic:  no autograd at all; dJ/dw = (2/N) X^T (Xw + b - y), dJ/db = (2/N) sum(Xw + b - y)
+             written into .grad, then the optimiser steps (the journal's numpy lesson).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Literal
+
+import lightning.pytorch as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
+
+Optimization = Literal["automatic", "manual", "analytic"]
+
+
+class Diverged(RuntimeError):
+    """The loss stopped being finite: training cannot recover from it."""
+
+
+class Linear(nn.Module):
+    """y = x W^T + b: `n_features` in, one value out."""
+
+    def __init__(self, n_features: int, bias: bool = True, init: Literal["default", "zeros"] = "default"):
+        super().__init__()
+        self.lin = nn.Linear(n_features, 1, bias=bias)
+        if init == "zeros":  # the journal starts from w = 0
+            nn.init.zeros_(self.lin.weight)
+            if bias:
+                nn.init.zeros_(self.lin.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.lin(x)  # (N, F) -> (N, 1)
+
+
+class LinearRegressor(L.LightningModule):
+    """Fits `Linear` by minimising the mean squared error; logs MSE, MAE and R2 per stage."""
+
+    def __init__(
+        self,
+        n_features: int,
+        optimizer: Callable[[Iterable[Tensor]], Optimizer],
+        bias: bool = True,
+        init: Literal["default", "zeros"] = "default",
+        optimization: Optimization = "automatic",
+    ):
+        super().__init__()
+        # plain values only, so checkpoints load with torch.load(weights_only=True)
+        self.save_hyperparameters(ignore=["optimizer"])
+        self.net = Linear(n_features, bias, init)
+        self.optimizer_factory = optimizer
+        self.optimization = optimization
+        self.automatic_optimization = optimization == "automatic"
+        metrics = MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError(), "r2": R2Score()})
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+        self.optimum_mse: float | None = None  # least squares on the train split, set in on_fit_start
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def on_fit_start(self) -> None:
+        dm = self.trainer.datamodule
+        if dm is not None and hasattr(dm, "least_squares"):
+            self.optimum_mse = dm.least_squares(bias=self.net.lin.bias is not None)["mse"]
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        # Logging every step costs more than the step itself on small models; log on the steps
+        # Lightning writes (every trainer.log_every_n_steps), so nothing logged is thrown away.
+        log_now = (self.global_step + 1) % max(self.trainer.log_every_n_steps, 1) == 0 or bool(
+            self.trainer.fast_dev_run
+        )
+        with torch.set_grad_enabled(self.optimization != "analytic"):  # analytic: no graph
+            pred = self(x)  # (N, 1)
+            loss = F.mse_loss(pred, y)
+        if not torch.isfinite(loss):
+            raise Diverged(
+                f"the training loss became {loss.item()} at epoch {self.current_epoch} "
+                f"(step {self.global_step}); the learning rate is probably too high for this "
+                "data: try a smaller optimizer.lr (e.g. 10x smaller)"
+            )
+        if self.optimization == "manual":
+            opt = self.optimizers()
+            self.manual_backward(loss)
+            opt.step()
+            opt.zero_grad()
+        elif self.optimization == "analytic":
+            opt = self.optimizers()
+            self._write_mse_gradient(x, y, pred.detach())
+            opt.step()
+            opt.zero_grad()
+        if log_now:
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+            self.train_metrics.update(pred.detach().squeeze(-1), y.squeeze(-1))
+            self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
+            if self.optimum_mse is not None:
+                self.log("train/mse_gap", loss.detach() - self.optimum_mse, on_step=True, on_epoch=False)
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, self.val_metrics, "val/loss")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, self.test_metrics, "test/loss")
+
+    def predict_step(self, batch: tuple[Tensor, Tensor] | Tensor, batch_idx: int) -> Tensor:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(x)
+
+    def configure_optimizers(self) -> Optimizer:
+        return self.optimizer_factory(self.parameters())
+
+    def _evaluate(self, batch: tuple[Tensor, Tensor], metrics: MetricCollection, loss_name: str) -> None:
+        x, y = batch
+        pred = self(x)
+        self.log(loss_name, F.mse_loss(pred, y), prog_bar=True)
+        metrics.update(pred.squeeze(-1), y.squeeze(-1))
+        self.log_dict(metrics)
+
+    @torch.no_grad()
+    def _write_mse_gradient(self, x: Tensor, y: Tensor, pred: Tensor) -> None:
+        """The gradient of mean((Xw + b - y)^2) by its closed form, written where autograd would."""
+        residual = pred - y  # (N, 1)
+        scale = 2.0 / len(x)
+        self.net.lin.weight.grad = scale * residual.T @ x  # (1, F), same shape as the weight
+        if self.net.lin.bias is not None:
+            self.net.lin.bias.grad = scale * residual.sum(0)  # (1,)

@@ -1,0 +1,236 @@
+"""One training run, top to bottom: check, seed, data, run dir, model, logger, trainer, fit,
+test, report. `scripts/train.py` is a thin Hydra wrapper around `train(cfg)`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning.pytorch as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from gradlab import runs
+from gradlab.config import check
+from gradlab.interrupt import GracefulStop
+from gradlab.models import Diverged
+
+# Full-batch runs have one batch per epoch, fewer than log_every_n_steps; logging is by step
+# across epochs here (see LinearRegressor.training_step), so this warning does not apply.
+warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+# Data is served as in-memory tensors, not through DataLoader workers.
+warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+
+
+def _no_ads(record: logging.LogRecord) -> bool:
+    return "💡 Tip" not in str(record.msg)  # Lightning's advertisements for its cloud products
+
+
+for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    logging.getLogger(_name).addFilter(_no_ads)
+# `lightning` prints through its own handler; Hydra's root handler would print every line twice
+logging.getLogger("lightning").propagate = False
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    status: str  # "finished", "interrupted" or "diverged"
+    metrics: dict[str, float] = field(default_factory=dict)
+    signum: int | None = None
+
+
+def train(cfg: DictConfig) -> RunResult:
+    """Trains, tests and reports one run described by a composed gradlab config."""
+    check(cfg)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    started = time.perf_counter()
+    say = rank_zero_only(print)
+
+    dm = instantiate(cfg.data)
+    dm.setup("fit")  # bad data fails here, before any run directory exists
+
+    ckpt_path, run_dir, is_new = _resolve_run(cfg)
+    if is_new and rank_zero_only.rank == 0:
+        _save_config(cfg, run_dir)
+    if cfg.print_config:
+        say(f"gradlab: run directory {run_dir}")
+
+    model = instantiate(cfg.model, n_features=dm.n_features, optimizer=instantiate(cfg.optimizer))
+    logger = instantiate(cfg.logger, save_dir=str(run_dir), name="", version="") if cfg.logger else False
+    stopper = GracefulStop()
+    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()] + [stopper]
+    progress = cfg.trainer.enable_progress_bar
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        logger=logger,
+        callbacks=callbacks,
+        default_root_dir=str(run_dir),
+        enable_progress_bar=_isatty() if progress is None else progress,
+    )
+
+    x_query = _query(cfg.predict_x, dm)
+    say(_predictions("before training", model, x_query, cfg.predict_x))
+
+    os.environ["GRADLAB_RUN_DIR"] = str(run_dir)  # DDP workers re-run this script: same run dir
+    try:
+        trainer.fit(model, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    except Diverged as e:
+        _mark_failed(trainer, cfg, str(e))
+        raise
+    finally:
+        os.environ.pop("GRADLAB_RUN_DIR", None)
+
+    if not trainer.fast_dev_run:
+        # the end state, whatever the periodic checkpoint's schedule; resume continues from it
+        trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    if stopper.signum is not None:
+        say(f"gradlab: interrupted at epoch {trainer.current_epoch}; checkpoint saved. Continue with:\n"
+            f"  python scripts/train.py {_overrides_text()} resume=true")
+        _log_hparams(trainer, cfg, {"hp/val_loss": _metric(trainer, "val/loss")})
+        return RunResult(run_dir, "interrupted", _metrics(trainer), stopper.signum)
+
+    fit_metrics = {**_metrics(trainer), "train/final_mse": _train_mse(model, dm)}
+    test_metrics = trainer.test(model, datamodule=dm, verbose=False)[0]
+    metrics = {**fit_metrics, **test_metrics}
+    _log_hparams(trainer, cfg, {f"hp/{k.replace('/', '_')}": v for k, v in metrics.items()
+                                if k.startswith(("val/", "test/")) or k == "train/final_mse"})
+
+    say(_predictions("after training", model, x_query, cfg.predict_x))
+    say(_report(model, dm, trainer, metrics, run_dir, time.perf_counter() - started))
+    return RunResult(run_dir, "finished", metrics)
+
+
+def _resolve_run(cfg: DictConfig) -> tuple[Path | None, Path, bool]:
+    """(checkpoint to resume from, run directory, whether the directory is new)."""
+    ckpt = cfg.ckpt_path or ("last" if cfg.resume else None)
+    if ckpt == "last":
+        last = runs.last_checkpoint(cfg.root_dir, cfg.name)
+        if last is None:
+            raise FileNotFoundError(
+                f"resume: no run of {cfg.name!r} with a checkpoint under {cfg.root_dir}/{cfg.name}/; "
+                "start one first (without resume=true), or give ckpt_path=PATH"
+            )
+        return last, runs.run_dir_of(last), False
+    if ckpt is not None:
+        path = Path(ckpt)
+        if not path.is_file():
+            raise FileNotFoundError(f"ckpt_path={ckpt!r}: no such checkpoint file")
+        owner = runs.run_dir_of(path)
+        if owner is not None:
+            return path, owner, False
+        return path, runs.new_run_dir(cfg.root_dir, cfg.name), True
+    if (child := runs.ddp_child_run_dir()) is not None:
+        return None, child, False
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        # a sweep job: Hydra gives each job its own folder under the sweep's folder
+        return None, Path(HydraConfig.get().runtime.output_dir), True
+    return None, runs.new_run_dir(cfg.root_dir, cfg.name), True
+
+
+def _save_config(cfg: DictConfig, run_dir: Path) -> None:
+    OmegaConf.save(cfg, run_dir / "config.yaml")
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    OmegaConf.save(OmegaConf.create(overrides), run_dir / "overrides.yaml")
+
+
+def _overrides_text() -> str:
+    if not HydraConfig.initialized():
+        return ""
+    return " ".join(o for o in HydraConfig.get().overrides.task if not o.startswith(("resume=", "ckpt_path=")))
+
+
+def _isatty() -> bool:
+    import sys
+
+    return sys.stdout.isatty()
+
+
+def _query(predict_x, dm) -> torch.Tensor:
+    """The inputs to predict for, one row per value, the value repeated in every feature."""
+    values = list(predict_x) if not isinstance(predict_x, (int, float)) else [predict_x]
+    x = torch.tensor(values, dtype=torch.float32)[:, None].expand(-1, dm.n_features)  # (Q, F)
+    return dm.transform(x)
+
+
+def _predictions(when: str, model, x: torch.Tensor, predict_x) -> str:
+    with torch.no_grad():
+        y = model(x.to(model.device)).cpu()[:, 0]
+    values = list(predict_x) if not isinstance(predict_x, (int, float)) else [predict_x]
+    return "\n".join(f"Prediction {when}: f({v:g}) = {float(p):.8g}" for v, p in zip(values, y))
+
+
+def _metrics(trainer: L.Trainer) -> dict[str, float]:
+    return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+def _train_mse(model, dm) -> float:
+    """The training loss after the last update (logged train/mse is measured before updates)."""
+    x, y = dm.splits["train"]
+    with torch.no_grad():
+        return torch.nn.functional.mse_loss(model(x.to(model.device)), y.to(model.device)).item()
+
+
+def _metric(trainer: L.Trainer, key: str) -> float:
+    v = trainer.callback_metrics.get(key)
+    return float(v) if v is not None else float("nan")
+
+
+def _log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, float]) -> None:
+    """Fills TensorBoard's HPARAMS tab: the run's settings next to its real final metrics."""
+    if not trainer.loggers or trainer.fast_dev_run:
+        return
+    params = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    for lg in trainer.loggers:
+        lg.log_hyperparams(params, metrics)
+        lg.finalize("success")
+
+
+def _mark_failed(trainer: L.Trainer, cfg: DictConfig, message: str) -> None:
+    """TensorBoard shows a diverged run as failed (a status text), not as a line of NaN."""
+    for lg in trainer.loggers:
+        experiment = getattr(lg, "experiment", None)
+        if hasattr(experiment, "add_text"):
+            experiment.add_text("run/status", f"FAILED: {message}", global_step=trainer.global_step)
+        lg.log_hyperparams(_flatten(OmegaConf.to_container(cfg, resolve=True)), {"hp/diverged": 1.0})
+        lg.finalize("failed")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{key}."))
+        else:
+            out[key] = v if isinstance(v, (int, float, str, bool)) else str(v)
+    return out
+
+
+def _report(model, dm, trainer: L.Trainer, metrics: dict, run_dir: Path, seconds: float) -> str:
+    lin = model.net.lin
+    w = [round(v, 4) for v in lin.weight.detach().cpu()[0].tolist()]
+    b = round(float(lin.bias.detach().cpu()), 4) if lin.bias is not None else 0.0
+    best = dm.least_squares(bias=lin.bias is not None)
+    w_opt = [round(v, 4) for v in best["coef"]]
+    lines = [
+        f"Coefficients learned:      w = {w}, b = {b}",
+        f"Coefficients least squares: w = {w_opt}, b = {best['intercept']:.4f}"
+        f" (train MSE {best['mse']:.6g})",
+    ]
+    lines.append(f"Final loss (train MSE): {metrics['train/final_mse']:.8g}")
+    shown = ", ".join(f"{k} {metrics[k]:.6g}" for k in ("val/loss", "test/mse", "test/r2") if k in metrics)
+    lines.append(
+        f"gradlab: finished {trainer.current_epoch} epochs in {seconds:.1f} s; {shown}; "
+        f"run dir {run_dir} (tensorboard --logdir {run_dir.parent.parent})"
+    )
+    return "\n".join(lines)
