@@ -49,7 +49,11 @@ def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
 
 
 def _numbers(v: Any) -> bool:
-    return _num(v) or (isinstance(v, (list, tuple)) and len(v) > 0 and all(_num(x) for x in v))
+    return _num(v) or (isinstance(v, (list, tuple)) and len(v) > 0 and all(_num(x) or _row(x) for x in v))
+
+
+def _row(v: Any) -> bool:
+    return isinstance(v, (list, tuple)) and len(v) > 0 and all(_num(x) for x in v)
 
 
 def _strings(v: Any) -> bool:
@@ -64,7 +68,11 @@ def _text(v: Any) -> bool:
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": (_ge(0, integer=True), "an integer >= 0"),
     "name": (_text, "a non-empty name for the run directory"),
-    "predict_x": (_numbers, "a number or a non-empty list of numbers, e.g. predict_x=[5,7]"),
+    "predict_x": (
+        _numbers,
+        "a number or a list of inputs, each a number (used for every feature) or a row with one "
+        "number per feature, e.g. predict_x=[5,7]",
+    ),
     "resume": (_bool, "true or false"),
     "ckpt_path": (_optional(_text), "null, 'last', or the path of a .ckpt file"),
     "print_config": (_bool, "true or false"),

@@ -96,7 +96,6 @@ class TensorDataModule(L.LightningDataModule):
         seed: int = 42,
     ):
         super().__init__()
-        self.save_hyperparameters()
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.batch_size, self.shuffle = batch_size, shuffle
         self.standardize, self.seed = standardize, seed
@@ -192,6 +191,7 @@ class ToyDataModule(TensorDataModule):
 
     def __init__(self, batch_size: int | None = None, shuffle: bool = False, seed: int = 42):
         super().__init__(0.0, 0.0, batch_size, shuffle, standardize=False, seed=seed)
+        self.save_hyperparameters(logger=False)  # stored in checkpoints: eval rebuilds the data
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
         x = np.array([1, 2, 3, 4], dtype=np.float32)
@@ -217,6 +217,7 @@ class RegressionDataModule(TensorDataModule):
         super().__init__(val_fraction, test_fraction, batch_size, shuffle, standardize, seed)
         self.n_samples, self.n_feat = n_samples, n_features
         self.noise, self.random_state = noise, random_state
+        self.save_hyperparameters(logger=False)
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
         from sklearn.datasets import make_regression  # heavy import: only where used
@@ -231,6 +232,18 @@ class RegressionDataModule(TensorDataModule):
 
 class DiabetesDataModule(TensorDataModule):
     """sklearn's bundled diabetes data (442 x 10, offline), standardised on the train split."""
+
+    def __init__(
+        self,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        batch_size: int | None = None,
+        shuffle: bool = True,
+        standardize: bool = True,
+        seed: int = 42,
+    ):
+        super().__init__(val_fraction, test_fraction, batch_size, shuffle, standardize, seed)
+        self.save_hyperparameters(logger=False)
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
         from sklearn.datasets import load_diabetes
@@ -257,6 +270,7 @@ class CsvDataModule(TensorDataModule):
         super().__init__(val_fraction, test_fraction, batch_size, shuffle, standardize, seed)
         self.path, self.target = path, target
         self.features = list(features) if features is not None else None
+        self.save_hyperparameters(logger=False)
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
         return read_csv(self.path, self.target, self.features)

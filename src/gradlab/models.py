@@ -52,8 +52,9 @@ class LinearRegressor(L.LightningModule):
         optimization: Optimization = "automatic",
     ):
         super().__init__()
-        # plain values only, so checkpoints load with torch.load(weights_only=True)
-        self.save_hyperparameters(ignore=["optimizer"])
+        # plain values only, so checkpoints load with torch.load(weights_only=True); logger=False:
+        # train.py logs the hyperparameters once, at the end, next to the final metrics
+        self.save_hyperparameters(ignore=["optimizer"], logger=False)
         self.net = Linear(n_features, bias, init)
         self.optimizer_factory = optimizer
         self.optimization = optimization

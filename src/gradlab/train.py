@@ -19,8 +19,10 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from gradlab import runs
+from gradlab.checkpoints import load_checkpoint
 from gradlab.config import check
 from gradlab.interrupt import GracefulStop
+from gradlab.data import DataError
 from gradlab.models import Diverged
 
 # Full-batch runs have one batch per epoch, fewer than log_every_n_steps; logging is by step
@@ -56,19 +58,21 @@ def train(cfg: DictConfig) -> RunResult:
     started = time.perf_counter()
     say = rank_zero_only(print)
 
-    dm = instantiate(cfg.data)
+    dm = instantiate(cfg.data, _convert_="all")  # plain lists: checkpoints stay weights_only-safe
     dm.setup("fit")  # bad data fails here, before any run directory exists
 
     ckpt_path, run_dir, is_new = _resolve_run(cfg)
     if is_new and rank_zero_only.rank == 0:
         _save_config(cfg, run_dir)
-    if cfg.print_config:
-        say(f"gradlab: run directory {run_dir}")
+    if cfg.print_config and rank_zero_only.rank == 0:
+        _print_tree(cfg)
+    say(f"gradlab: run directory {run_dir}")
 
     model = instantiate(cfg.model, n_features=dm.n_features, optimizer=instantiate(cfg.optimizer))
-    logger = instantiate(cfg.logger, save_dir=str(run_dir), name="", version="") if cfg.logger else False
+    logger_cfg = cfg.get("logger")
+    logger = instantiate(logger_cfg, save_dir=str(run_dir), name="", version="") if logger_cfg else False
     stopper = GracefulStop()
-    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()] + [stopper]
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + [stopper]
     progress = cfg.trainer.enable_progress_bar
     trainer: L.Trainer = instantiate(
         cfg.trainer,
@@ -83,7 +87,7 @@ def train(cfg: DictConfig) -> RunResult:
 
     os.environ["GRADLAB_RUN_DIR"] = str(run_dir)  # DDP workers re-run this script: same run dir
     try:
-        trainer.fit(model, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
+        trainer.fit(model, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
     except Diverged as e:
         _mark_failed(trainer, cfg, str(e))
         raise
@@ -100,7 +104,7 @@ def train(cfg: DictConfig) -> RunResult:
         return RunResult(run_dir, "interrupted", _metrics(trainer), stopper.signum)
 
     fit_metrics = {**_metrics(trainer), "train/final_mse": _train_mse(model, dm)}
-    test_metrics = trainer.test(model, datamodule=dm, verbose=False)[0]
+    test_metrics = trainer.test(model, datamodule=dm, verbose=False, weights_only=True)[0]
     metrics = {**fit_metrics, **test_metrics}
     _log_hparams(trainer, cfg, {f"hp/{k.replace('/', '_')}": v for k, v in metrics.items()
                                 if k.startswith(("val/", "test/")) or k == "train/final_mse"})
@@ -120,11 +124,11 @@ def _resolve_run(cfg: DictConfig) -> tuple[Path | None, Path, bool]:
                 f"resume: no run of {cfg.name!r} with a checkpoint under {cfg.root_dir}/{cfg.name}/; "
                 "start one first (without resume=true), or give ckpt_path=PATH"
             )
+        load_checkpoint(last)  # a clear error for a corrupt file, before Lightning reads it
         return last, runs.run_dir_of(last), False
     if ckpt is not None:
         path = Path(ckpt)
-        if not path.is_file():
-            raise FileNotFoundError(f"ckpt_path={ckpt!r}: no such checkpoint file")
+        load_checkpoint(path)
         owner = runs.run_dir_of(path)
         if owner is not None:
             return path, owner, False
@@ -143,6 +147,20 @@ def _save_config(cfg: DictConfig, run_dir: Path) -> None:
     OmegaConf.save(OmegaConf.create(overrides), run_dir / "overrides.yaml")
 
 
+def _print_tree(cfg: DictConfig) -> None:
+    """The composed config as a tree, one branch per group (print_config=false skips it)."""
+    from rich import print as rich_print
+    from rich.tree import Tree
+
+    tree = Tree("config", guide_style="dim")
+    for key, value in cfg.items():
+        if OmegaConf.is_dict(value):
+            tree.add(f"[bold]{key}[/bold]").add(OmegaConf.to_yaml(value, resolve=True).rstrip())
+        else:
+            tree.add(f"[bold]{key}[/bold]: {value}")
+    rich_print(tree)
+
+
 def _overrides_text() -> str:
     if not HydraConfig.initialized():
         return ""
@@ -155,18 +173,27 @@ def _isatty() -> bool:
     return sys.stdout.isatty()
 
 
+def _inputs(predict_x) -> list:
+    values = OmegaConf.to_object(predict_x) if OmegaConf.is_config(predict_x) else predict_x
+    return values if isinstance(values, list) else [values]
+
+
 def _query(predict_x, dm) -> torch.Tensor:
-    """The inputs to predict for, one row per value, the value repeated in every feature."""
-    values = list(predict_x) if not isinstance(predict_x, (int, float)) else [predict_x]
-    x = torch.tensor(values, dtype=torch.float32)[:, None].expand(-1, dm.n_features)  # (Q, F)
-    return dm.transform(x)
+    """The raw inputs to predict for, one row each: a number is used for every feature."""
+    rows = []
+    for v in _inputs(predict_x):
+        row = [float(x) for x in v] if isinstance(v, list) else [float(v)] * dm.n_features
+        if len(row) != dm.n_features:
+            raise DataError(f"predict_x row {v} has {len(row)} values; the data has {dm.n_features} features")
+        rows.append(row)
+    return dm.transform(torch.tensor(rows, dtype=torch.float32))  # (Q, F)
 
 
 def _predictions(when: str, model, x: torch.Tensor, predict_x) -> str:
     with torch.no_grad():
         y = model(x.to(model.device)).cpu()[:, 0]
-    values = list(predict_x) if not isinstance(predict_x, (int, float)) else [predict_x]
-    return "\n".join(f"Prediction {when}: f({v:g}) = {float(p):.8g}" for v, p in zip(values, y))
+    shown = [f"{v:g}" if not isinstance(v, list) else str(v) for v in _inputs(predict_x)]
+    return "\n".join(f"Prediction {when}: f({v}) = {float(p):.8g}" for v, p in zip(shown, y))
 
 
 def _metrics(trainer: L.Trainer) -> dict[str, float]:
@@ -218,19 +245,19 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 def _report(model, dm, trainer: L.Trainer, metrics: dict, run_dir: Path, seconds: float) -> str:
     lin = model.net.lin
-    w = [round(v, 4) for v in lin.weight.detach().cpu()[0].tolist()]
-    b = round(float(lin.bias.detach().cpu()), 4) if lin.bias is not None else 0.0
-    best = dm.least_squares(bias=lin.bias is not None)
-    w_opt = [round(v, 4) for v in best["coef"]]
-    lines = [
-        f"Coefficients learned:      w = {w}, b = {b}",
-        f"Coefficients least squares: w = {w_opt}, b = {best['intercept']:.4f}"
-        f" (train MSE {best['mse']:.6g})",
-    ]
-    lines.append(f"Final loss (train MSE): {metrics['train/final_mse']:.8g}")
+    bias = lin.bias is not None
+    best = dm.least_squares(bias=bias)
+
+    def coefs(w: list[float], b: float) -> str:
+        text = "w = " + (f"{w[0]:.8g}" if len(w) == 1 else "[" + ", ".join(f"{v:.6g}" for v in w) + "]")
+        return text + (f", b = {b:.8g}" if bias else "")
+
+    learned_b = float(lin.bias.detach().cpu()) if bias else 0.0
     shown = ", ".join(f"{k} {metrics[k]:.6g}" for k in ("val/loss", "test/mse", "test/r2") if k in metrics)
-    lines.append(
+    return "\n".join([
+        f"Coefficients learned:       {coefs(lin.weight.detach().cpu()[0].tolist(), learned_b)}",
+        f"Coefficients least squares: {coefs(best['coef'], best['intercept'])}",
+        f"Final loss (train MSE): {metrics['train/final_mse']:.8g} (least squares: {best['mse']:.8g})",
         f"gradlab: finished {trainer.current_epoch} epochs in {seconds:.1f} s; {shown}; "
-        f"run dir {run_dir} (tensorboard --logdir {run_dir.parent.parent})"
-    )
-    return "\n".join(lines)
+        f"run dir {run_dir} (tensorboard --logdir {run_dir.parent.parent})",
+    ])
