@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import make_cfg, run_script
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import make_cfg, run_script
 from gradlab.train import train
 
 DATA = ["toy", "regression", "diabetes", "csv"]

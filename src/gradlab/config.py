@@ -7,7 +7,8 @@ and what is allowed. Pure Python on purpose: it runs before torch and Lightning 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 

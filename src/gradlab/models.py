@@ -9,7 +9,8 @@ Three ways to get the gradient, chosen by `optimization`:
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Literal
+from collections.abc import Callable, Iterable
+from typing import Literal
 
 import lightning.pytorch as L
 import torch

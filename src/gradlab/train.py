@@ -21,8 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 from gradlab import runs
 from gradlab.checkpoints import load_checkpoint
 from gradlab.config import check
-from gradlab.interrupt import GracefulStop
 from gradlab.data import DataError
+from gradlab.interrupt import GracefulStop
 from gradlab.models import Diverged
 
 # Full-batch runs have one batch per epoch, fewer than log_every_n_steps; logging is by step
