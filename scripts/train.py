@@ -3,19 +3,32 @@
 Examples: python scripts/train.py model=linear
           python scripts/train.py experiment=journal_autograd
           python scripts/train.py -m optimizer.lr=0.001,0.01,0.1
+          python scripts/train.py -m hparams_search=lr
 Config: conf/train.yaml. Exit codes: see src/gradlab/cli.py.
 """
 
+import sys
+
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from gradlab import cli
 
 
 def _train(cfg: DictConfig) -> float:
+    from gradlab.models import Diverged
     from gradlab.train import train  # heavy (torch, Lightning): only after the config is checked
 
-    result = train(cfg)
+    try:
+        result = train(cfg)
+    except Diverged as e:
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            raise  # exit code 3
+        # one bad learning rate must not end a sweep: the job scores inf and the sweep goes on
+        print(f"gradlab: training diverged: {e}. This sweep job scores val/loss = inf.", file=sys.stderr)
+        return float("inf")
     if result.status == "interrupted":
         cli.exit_now(128 + result.signum)
     return result.metrics.get("val/loss", float("nan"))  # the value an Optuna sweep minimises

@@ -3,20 +3,28 @@ and exit without tearing down the import graph.
 
 Exit codes: 0 done; 2 bad config, data or checkpoint (a one-paragraph message, no traceback
 unless HYDRA_FULL_ERROR=1); 3 training diverged; 128 + signal number when interrupted
-(130 for Ctrl-C, 143 for SIGTERM); 1 anything unexpected (with its traceback).
+(130 for Ctrl-C, 143 for SIGTERM); 1 anything unexpected (with its traceback). Hydra's own
+errors (an unknown group option or key, bad override syntax) come before any of this: Hydra
+prints a one-paragraph message and exits 1.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 from omegaconf import DictConfig
 
-from gradlab.config import ConfigError, check
+from gradlab.config import ConfigError, check, check_arguments
+
+
+class BadCheckpoint(ValueError):
+    """A checkpoint file that is not a gradlab checkpoint, or is corrupt or unsafe to load."""
 
 
 def run(job: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
@@ -25,19 +33,48 @@ def run(job: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         check(cfg)  # before job's module pulls in torch and Lightning
     except ConfigError as e:
         fail(str(e), 2)
+    from hydra.errors import InstantiationException
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from gradlab import interrupt
     from gradlab.data import DataError
     from gradlab.models import Diverged
 
     try:
+        check_arguments(cfg)
         return job(cfg)
+    except ConfigError as e:
+        fail(str(e), 2)
     except Diverged as e:
-        fail(f"training diverged: {e}. The last finite checkpoint is kept.", 3)
+        fail(f"training diverged: {e}. {_kept(getattr(e, 'run_dir', None))}", 3)
     except (DataError, FileNotFoundError, BadCheckpoint) as e:
         fail(str(e), 2)
+    except (InstantiationException, MisconfigurationException) as e:
+        # what the checks above cannot know (e.g. trainer.devices=4 with one GPU)
+        fail(f"bad config: {' '.join(str(e).split())}", 2)
+    except KeyboardInterrupt:  # Ctrl-C outside training, where it has nothing to save
+        fail("interrupted (Ctrl-C) outside training; nothing was saved by this step", 128 + signal.SIGINT)
+    except SystemExit as e:
+        # Lightning answers a Ctrl-C it catches (here: the second one) with sys.exit(1)
+        if e.code == 1 and interrupt.received is not None:
+            fail(
+                "stopped at once by a second Ctrl-C, without saving a checkpoint; those written "
+                "before it, if any, are kept (resume=true continues from the newest last.ckpt)",
+                128 + interrupt.received,
+            )
+        raise
 
 
-class BadCheckpoint(ValueError):
-    """A checkpoint file that is not a gradlab checkpoint, or is corrupt or unsafe to load."""
+def _kept(run_dir: Path | None) -> str:
+    """Which checkpoints a diverged run left behind: each written while the loss was finite."""
+    if run_dir is None:
+        return ""
+    ckpts = sorted(p.name for p in (Path(run_dir) / "checkpoints").glob("*.ckpt"))
+    if ckpts:
+        return (f"The checkpoints written before it diverged are kept ({', '.join(ckpts)} in "
+                f"{run_dir}/checkpoints); TensorBoard shows the run as FAILED (run/status).")
+    return (f"No checkpoint had been written yet (callbacks.checkpoint.every_n_epochs sets how often); "
+            f"TensorBoard shows the run {run_dir} as FAILED (run/status).")
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -55,7 +92,20 @@ def exit_now(code: int) -> NoReturn:
     Only call this once results are on disk: loggers are finalized by the Trainer, and what is
     buffered here (stdout, stderr, logging handlers) is flushed first.
     """
+    _stop_sweep_workers()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _stop_sweep_workers() -> None:
+    """Ends the idle worker processes of a joblib sweep (hydra/launcher=joblib).
+
+    os._exit skips joblib's clean-up, and the workers would otherwise idle for five minutes
+    holding this process's stdout open: `train.py -m ... | tee log` would hang until they go.
+    """
+    loky = sys.modules.get("joblib.externals.loky.reusable_executor")
+    executor = getattr(loky, "_executor", None)
+    if executor is not None:
+        executor.shutdown(wait=True, kill_workers=True)

@@ -8,6 +8,7 @@ costs far more than the training step itself.
 from __future__ import annotations
 
 import csv
+import difflib
 import math
 from pathlib import Path
 
@@ -70,13 +71,17 @@ class TensorBatches:
         return math.ceil(len(self.sampler) / self.batch_size)
 
     def __iter__(self):
-        idx, bs = self.sampler.indices(), self.batch_size
-        for start in range(0, len(self.sampler), bs):
+        bs, sampler = self.batch_size, self.sampler
+        # One batch of every row on one process (full-batch gradient descent): its mean does not
+        # depend on the row order, so the shuffle and its copy are skipped; rows stay in file order.
+        idx = None if bs >= sampler.n and sampler.world_size == 1 else sampler.indices()
+        for start in range(0, len(sampler), bs):
             if idx is None:
                 yield self.x[start : start + bs], self.y[start : start + bs]
             else:
                 rows = idx[start : start + bs]
-                yield self.x[rows], self.y[rows]
+                # index_select: one gather; x[rows] goes through advanced indexing, 5-8x slower here
+                yield self.x.index_select(0, rows), self.y.index_select(0, rows)
 
 
 class TensorDataModule(L.LightningDataModule):
@@ -100,6 +105,7 @@ class TensorDataModule(L.LightningDataModule):
         self.batch_size, self.shuffle = batch_size, shuffle
         self.standardize, self.seed = standardize, seed
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
+        self._optimum: dict[bool, dict] = {}  # least_squares, per bias
         self.x_mean: list[float] | None = None
         self.x_std: list[float] | None = None
 
@@ -118,7 +124,11 @@ class TensorDataModule(L.LightningDataModule):
         x, y = self.load()
         x = torch.as_tensor(np.asarray(x, dtype=np.float32)).reshape(len(x), -1)  # (N, F)
         y = torch.as_tensor(np.asarray(y, dtype=np.float32)).reshape(-1, 1)  # (N, 1)
-        n = len(x)
+        parts = self.split_rows(len(x))
+        self._set_splits({name: (x.index_select(0, r), y.index_select(0, r)) for name, r in parts.items()})
+
+    def split_rows(self, n: int) -> dict[str, Tensor]:
+        """Row numbers of the val, test and train splits of n rows (each sorted), from the seed."""
         n_val, n_test = round(n * self.val_fraction), round(n * self.test_fraction)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
         parts = {
@@ -126,23 +136,30 @@ class TensorDataModule(L.LightningDataModule):
             "test": order[n_val : n_val + n_test],
             "train": order[n_val + n_test :],
         }
-        if len(parts["train"]) < 1:
-            raise DataError(
-                f"the training split is empty: {n} rows with val_fraction={self.val_fraction} and "
-                f"test_fraction={self.test_fraction}; lower the fractions or add rows"
-            )
+        for name, rows in parts.items():
+            # fitting needs 2 training rows, and R2 (logged per split) 2 rows; an empty val or test
+            # split is fine (it falls back to the training split)
+            if len(rows) == 1 or (name == "train" and len(rows) == 0):
+                raise DataError(
+                    f"the {name} split would hold {len(rows)} row(s) ({n} rows with data.val_fraction="
+                    f"{self.val_fraction} and data.test_fraction={self.test_fraction}); it needs at least 2"
+                    f"{'' if name == 'train' else ' or none'}: change the fractions or add rows"
+                )
+        # sorted: within a split keep the file's order, so unshuffled batches are contiguous
+        return {name: rows.sort().values for name, rows in parts.items()}
+
+    def _set_splits(self, splits: dict[str, tuple[Tensor, Tensor]]) -> None:
+        """Keeps the splits, standardised in place with the train split's statistics if asked."""
         if self.standardize:
-            xt = x[parts["train"]]
+            xt = splits["train"][0]
             mean, std = xt.mean(0), xt.std(0, unbiased=False)
             std = torch.where(std > 0, std, torch.ones_like(std))  # constant column: leave as is
             self.x_mean, self.x_std = mean.tolist(), std.tolist()
-        x = self.transform(x)
-        for name, rows in parts.items():
-            # sorted: within a split keep the file's order, so unshuffled batches are contiguous
-            rows = rows.sort().values
-            self.splits[name] = (x[rows].contiguous(), y[rows].contiguous())
+            for x, _ in splits.values():  # in place: a large dataset is not copied
+                x.sub_(torch.tensor(self.x_mean)).div_(torch.tensor(self.x_std))
+        self.splits = splits
         for name in ("val", "test"):
-            if len(parts[name]) == 0:
+            if len(splits[name][0]) == 0:
                 self.splits[name] = self.splits["train"]
 
     def transform(self, x: Tensor) -> Tensor:
@@ -177,13 +194,31 @@ class TensorDataModule(L.LightningDataModule):
         return self._loader("test", False)
 
     def least_squares(self, bias: bool = True) -> dict:
-        """The closed-form optimum on the training split, in float64: coefficients and its MSE."""
-        x, y = (t.double() for t in self.splits["train"])
-        a = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1) if bias else x
-        sol = torch.linalg.lstsq(a, y, driver="gelsd").solution  # gelsd: rank-deficient safe
-        mse = ((a @ sol - y) ** 2).mean().item()
-        coef = sol[: x.shape[1], 0].tolist()
-        return {"coef": coef, "intercept": sol[-1, 0].item() if bias else 0.0, "mse": mse}
+        """The closed-form optimum on the training split, in float64: coefficients and its MSE.
+
+        Computed once per split (cached) from a QR factorisation built 16k rows at a time, so a
+        large split is never copied whole into float64: [X 1 y] = QR, then the least-squares
+        solution of R's top-left block (gelsd: rank-deficient safe, as on the whole matrix).
+        """
+        if bias in self._optimum:
+            return self._optimum[bias]
+        x, y = self.splits["train"]
+        r = None
+        for start in range(0, len(x), 16384):
+            cols = [x[start : start + 16384].double(), y[start : start + 16384].double()]  # (m, F), (m, 1)
+            if bias:
+                cols.insert(1, torch.ones(len(cols[0]), 1, dtype=torch.float64))
+            block = torch.cat(cols, 1) if r is None else torch.cat([r, torch.cat(cols, 1)])
+            r = torch.linalg.qr(block, mode="r").R  # [X 1 y] = Q r, r upper-triangular
+        k = x.shape[1] + bias  # the unknowns: one weight per feature (and the intercept)
+        sol = torch.linalg.lstsq(r[:, :k], r[:, k:], driver="gelsd").solution  # (k, 1)
+        residual = r @ torch.cat([sol, -torch.ones(1, 1, dtype=sol.dtype)])  # |R [c; -1]| = |Xc - y|
+        self._optimum[bias] = {
+            "coef": sol[: x.shape[1], 0].tolist(),
+            "intercept": sol[-1, 0].item() if bias else 0.0,
+            "mse": (residual**2).sum().item() / len(x),
+        }
+        return self._optimum[bias]
 
 
 class ToyDataModule(TensorDataModule):
@@ -199,7 +234,7 @@ class ToyDataModule(TensorDataModule):
 
 
 class RegressionDataModule(TensorDataModule):
-    """sklearn's make_regression, as in the journal's last lesson."""
+    """sklearn's make_regression, as in the journal's last lesson (see `make_regression_splits`)."""
 
     def __init__(
         self,
@@ -219,15 +254,60 @@ class RegressionDataModule(TensorDataModule):
         self.noise, self.random_state = noise, random_state
         self.save_hyperparameters(logger=False)
 
-    def load(self) -> tuple[np.ndarray, np.ndarray]:
-        from sklearn.datasets import make_regression  # heavy import: only where used
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        parts = self.split_rows(self.n_samples)
+        self._set_splits(make_regression_splits(parts, self.n_feat, self.noise, self.random_state))
 
-        return make_regression(
-            n_samples=self.n_samples,
-            n_features=self.n_feat,
-            noise=self.noise,
-            random_state=self.random_state,
-        )
+
+def make_regression_splits(
+    parts: dict[str, Tensor], n_features: int, noise: float, random_state: int, chunk: int = 16384
+) -> dict[str, tuple[Tensor, Tensor]]:
+    """sklearn's `make_regression(len(rows), n_features, noise=noise, random_state=random_state)`
+    cast to float32, its rows written straight into the splits (`parts`: split -> row numbers).
+
+    The same numbers as sklearn's (tests/test_fast_paths.py compares them bit for bit), without its
+    float64 copies: sklearn peaks at two float64 copies of X while it shuffles rows and columns (4x
+    the float32 data; 1.5 GB for 1,000,000 x 100), where this holds X once, in float32, plus
+    `chunk` rows in float64.
+    It replays sklearn's steps on the same RandomState: X is drawn row-major from a normal, then
+    the ground truth, the noise, and the row and column permutations. y needs the ground truth,
+    drawn after X, so X is drawn twice: once to advance the generator, once to keep.
+    """
+    n = sum(len(rows) for rows in parts.values())
+    rs = np.random.RandomState(random_state)  # what sklearn's check_random_state(int) makes
+    start = rs.get_state()
+    for r0 in range(0, n, chunk):
+        rs.standard_normal(size=(min(chunk, n - r0), n_features))
+    n_informative = min(n_features, 10)  # make_regression's defaults: 10 informative, 1 target, bias 0
+    truth = np.zeros((n_features, 1))
+    truth[:n_informative] = 100 * rs.uniform(size=(n_informative, 1))
+    noise_y = rs.normal(scale=noise, size=(n, 1)) if noise > 0 else None
+    row_order = np.arange(n)
+    rs.shuffle(row_order)  # sklearn's shuffle: row i of its output is drawn row row_order[i]
+    col_order = np.arange(n_features)
+    rs.shuffle(col_order)
+    # where each drawn row ends up: which split, at which position
+    split_of, position = np.empty(n, np.int8), np.empty(n, np.int64)
+    names = list(parts)
+    for i, name in enumerate(names):
+        rows = parts[name].numpy()
+        split_of[row_order[rows]], position[row_order[rows]] = i, np.arange(len(rows))
+    out = {name: (torch.empty(len(parts[name]), n_features), torch.empty(len(parts[name]), 1)) for name in names}
+    rs.set_state(start)
+    for r0 in range(0, n, chunk):
+        x = rs.standard_normal(size=(min(chunk, n - r0), n_features))  # (m, F) float64, as sklearn
+        y = np.dot(x, truth) + 0.0  # (m, 1); sklearn's `+ bias`
+        if noise_y is not None:
+            y += noise_y[r0 : r0 + len(x)]
+        x = x[:, col_order]
+        for i, name in enumerate(names):
+            mine = split_of[r0 : r0 + len(x)] == i
+            where = position[r0 : r0 + len(x)][mine]
+            out[name][0].numpy()[where] = x[mine]  # float64 -> float32: the cast gradlab applies
+            out[name][1].numpy()[where] = y[mine]
+    return out
 
 
 class DiabetesDataModule(TensorDataModule):
@@ -280,42 +360,69 @@ def read_csv(path: str, target: str, features: list[str] | None) -> tuple[np.nda
     """Reads a numeric CSV into (X, y), naming the file, row and column of anything bad."""
     p = Path(path)
     if not p.is_file():
-        raise DataError(f"data.path={path!r}: no such file; give the path of a CSV file with a header row")
+        what = "a directory, not a file" if p.is_dir() else "no such file"
+        raise DataError(f"data.path={path!r}: {what}; give the path of a CSV file with a header row")
     try:
-        with p.open(newline="") as f:
-            rows = list(csv.reader(f))
+        with p.open(newline="", encoding="utf-8-sig") as f:  # -sig: Excel's byte-order mark is not a name
+            reader = csv.reader(f)
+            numbered = [(reader.line_num, row) for row in reader]  # line_num: the line an editor shows
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not a text CSV file ({e.reason}); save it as UTF-8 CSV") from None
-    rows = [r for r in rows if any(cell.strip() for cell in r)]  # blank lines carry nothing
+    except csv.Error as e:
+        raise DataError(f"{path}: not a readable CSV file ({e})") from None
+    numbered = [(n, r) for n, r in numbered if any(cell.strip() for cell in r)]  # blank lines carry nothing
+    rows = [r for _, r in numbered]
     if not rows:
         raise DataError(f"{path}: the file is empty; it needs a header row and at least 2 data rows")
     header = [h.strip() for h in rows[0]]
+    _check_header(path, header)
+    if features is not None:
+        if target in features:
+            raise DataError(f"{path}: data.features lists the target column {target!r}; list only inputs")
+        if len(set(features)) != len(features):
+            raise DataError(f"{path}: data.features={features} names a column twice")
     wanted = [target] + (features if features is not None else [h for h in header if h != target])
-    for col in wanted:
+    for col, key in zip(wanted, ["data.target"] + ["data.features"] * (len(wanted) - 1)):
         if col not in header:
-            raise DataError(f"{path}: no column {col!r}; the columns are {header}")
+            close = difflib.get_close_matches(col, header, n=1, cutoff=0.6) or [
+                h for h in header if h.lower() == col.lower()
+            ]
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise DataError(f"{path}: no column {col!r} ({key}); the columns are {header}{hint}")
     if len(wanted) < 2:
         raise DataError(f"{path}: no feature columns besides the target {target!r}; columns are {header}")
     if len(rows) < 3:
-        raise DataError(f"{path}: {len(rows) - 1} data row(s); at least 2 are needed to fit a line")
+        found = "only a header row" if len(rows) == 1 else "1 data row"
+        raise DataError(f"{path}: {found}; at least 2 data rows are needed to fit a line")
     cols = [header.index(c) for c in wanted]
     data = np.empty((len(rows) - 1, len(cols)), dtype=np.float64)
-    for i, row in enumerate(rows[1:]):
-        line = i + 2  # 1-based, after the header: what an editor shows
+    for i, (line, row) in enumerate(numbered[1:]):
         if len(row) != len(header):
             raise DataError(f"{path}, line {line}: {len(row)} cells, but the header has {len(header)}")
         for j, c in enumerate(cols):
             cell = row[c].strip()
+            where = f"{path}, line {line}, column {wanted[j]!r}"
+            if not cell:
+                raise DataError(f"{where}: the cell is empty; fill it or remove the row")
             try:
                 value = float(cell)
             except ValueError:
-                raise DataError(
-                    f"{path}, line {line}, column {wanted[j]!r}: {cell!r} is not a number"
-                ) from None
+                raise DataError(f"{where}: {cell!r} is not a number") from None
             if not math.isfinite(value):
-                raise DataError(
-                    f"{path}, line {line}, column {wanted[j]!r}: {cell!r} is not finite; "
-                    "remove or fill the row"
-                )
+                raise DataError(f"{where}: {cell!r} is not finite; remove or fill the row")
             data[i, j] = value
     return data[:, 1:], data[:, 0]
+
+
+def _check_header(path: str, header: list[str]) -> None:
+    if len(header) == 1 and any(sep in header[0] for sep in ";\t|"):
+        raise DataError(
+            f"{path}: the header {header[0]!r} is a single column; gradlab reads comma-separated "
+            "files (save it as CSV with ',' between values)"
+        )
+    for i, name in enumerate(header):
+        if not name:
+            raise DataError(f"{path}: column {i + 1} of the header has no name; every column needs one")
+    duplicates = sorted({h for h in header if header.count(h) > 1})
+    if duplicates:
+        raise DataError(f"{path}: the header names {duplicates} more than once; column names must be unique")

@@ -4,7 +4,8 @@ Lightning's own handling raises mid-epoch (KeyboardInterrupt wherever it lands, 
 next batch), which can leave a half-applied optimiser step in the checkpoint and counters that
 resume one batch off (Lightning #19367, #19815). Stopping at an epoch boundary instead gives a
 checkpoint that resumes to exactly the weights of an uninterrupted run, because batch order
-depends only on (seed, epoch). A second Ctrl-C stops at once.
+depends only on (seed, epoch). A second Ctrl-C stops at once (Lightning then exits with 1;
+cli.run turns that into 130 using `received`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import signal
 
 import lightning.pytorch as L
+
+received: int | None = None  # the last stop signal this process received during training
 
 
 class GracefulStop(L.Callback):
@@ -26,11 +29,15 @@ class GracefulStop(L.Callback):
         # for the duration of training; on_train_end puts the previous ones back.
         for signum in (signal.SIGINT, signal.SIGTERM):
             self._previous[signum] = signal.signal(signum, self._handle)
+        if trainer.is_global_zero:  # the moment from which a signal is handled as described
+            print("gradlab: training; Ctrl-C or SIGTERM stops at the end of the epoch and saves a checkpoint",
+                  flush=True)
 
     def _handle(self, signum: int, frame) -> None:
+        global received
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # second Ctrl-C: the user really means now
-        self.signum = signum
+        self.signum = received = signum
         print(
             f"\ngradlab: received {signal.Signals(signum).name}; stopping at the end of this epoch "
             "and saving a checkpoint (Ctrl-C again to stop at once).",

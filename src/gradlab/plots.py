@@ -31,6 +31,7 @@ class FitPlots(L.Callback):
         self.every_n_epochs = every_n_epochs
         self.w_path: list[float] = []
         self.saved: dict[str, Path] = {}
+        self._fit_logged_at: int | None = None  # global step of the last fit picture in TensorBoard
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.w_path = [self._w(pl_module)] if self._one_weight(pl_module) else []
@@ -38,21 +39,25 @@ class FitPlots(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.w_path:
             self.w_path.append(self._w(pl_module))
-        n = self.every_n_epochs
-        if n > 0 and (trainer.current_epoch + 1) % n == 0 and trainer.is_global_zero:
-            self._log(trainer, "fit", self.fit_figure(trainer, pl_module))
+        n, done = self.every_n_epochs, trainer.current_epoch + 1
+        if n > 0 and done % n == 0 and trainer.is_global_zero:
+            self._log(trainer, "fit", self.fit_figure(trainer, pl_module, done))
+            self._fit_logged_at = trainer.global_step
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero or trainer.sanity_checking:
             return
         out = Path(trainer.default_root_dir)
-        figures = {"fit": self.fit_figure(trainer, pl_module)}
+        figures = {"fit": self.fit_figure(trainer, pl_module, trainer.current_epoch)}
         if len(self.w_path) > 1:
             figures["loss_surface"] = self.loss_surface_figure(trainer)
         for name, fig in figures.items():
             fig.savefig(out / f"{name}.png", dpi=100)
             self.saved[name] = out / f"{name}.png"
-            self._log(trainer, name, fig)  # add_figure closes the figure
+            if name == "fit" and self._fit_logged_at == trainer.global_step:
+                _pyplot().close(fig)  # the last periodic picture already shows this step
+            else:
+                self._log(trainer, name, fig)
 
     @staticmethod
     def _one_weight(pl_module: L.LightningModule) -> bool:
@@ -69,11 +74,11 @@ class FitPlots(L.Callback):
         experiment = getattr(logger, "experiment", None)
         if experiment is not None and hasattr(experiment, "add_figure"):
             experiment.add_figure(f"plots/{tag}", fig, global_step=trainer.global_step)
-        else:
-            _pyplot().close(fig)
+        # add_figure closes it, but fast_dev_run's DummyLogger answers add_figure with a no-op
+        _pyplot().close(fig)
 
     @staticmethod
-    def fit_figure(trainer: L.Trainer, pl_module: L.LightningModule):
+    def fit_figure(trainer: L.Trainer, pl_module: L.LightningModule, epochs_done: int):
         plt = _pyplot()
         x, y = trainer.datamodule.splits["train"]
         with torch.no_grad():
@@ -91,7 +96,7 @@ class FitPlots(L.Callback):
             ax.plot([lo, hi], [lo, hi], "k--", label="perfect fit")
             ax.set_xlabel("actual y")
             ax.set_ylabel("predicted y")
-        ax.set_title(f"epoch {trainer.current_epoch}")
+        ax.set_title(f"after {epochs_done} epochs")
         ax.legend()
         fig.tight_layout()
         return fig
@@ -100,7 +105,8 @@ class FitPlots(L.Callback):
         plt = _pyplot()
         x, y = (t[:, 0].double() for t in trainer.datamodule.splits["train"])
         path = torch.tensor(self.w_path, dtype=torch.float64)
-        lo, hi = float(path.min()), float(path.max())
+        w_best = (x @ y / (x @ x)).reshape(1)  # where dJ/dw = 0: the bottom of the bowl
+        lo, hi = float(min(path.min(), w_best)), float(max(path.max(), w_best))
         pad = max(hi - lo, 1.0) * 0.5
         w = torch.linspace(lo - pad, hi + pad, 200, dtype=torch.float64)
 
@@ -110,6 +116,7 @@ class FitPlots(L.Callback):
         fig, ax = plt.subplots(figsize=(6, 4.5))
         ax.plot(w, loss(w), "k", label="J(w) = mean((w x - y)^2)")
         ax.plot(path, loss(path), "ro-", markersize=3, label="gradient descent path")
+        ax.plot(w_best, loss(w_best), "b*", markersize=12, label=f"minimum, w = {float(w_best):.4g}")
         ax.set_xlabel("w")
         ax.set_ylabel("J(w)")
         ax.set_title(f"{len(path) - 1} epochs: w {path[0]:.4g} -> {path[-1]:.4g}")

@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
 
 _VERSION = re.compile(r"version_(\d+)$")
 
@@ -56,3 +61,43 @@ def ddp_child_run_dir() -> Path | None:
     if int(os.environ.get("LOCAL_RANK", "0")) > 0 and "GRADLAB_RUN_DIR" in os.environ:
         return Path(os.environ["GRADLAB_RUN_DIR"])
     return None
+
+
+class DDPWorkersPerSweepJob(Callback):
+    """A Hydra callback: in a sweep (-m), each job's DDP workers run that job, and only that job.
+
+    Lightning starts DDP workers by re-running the command line (sys.argv) with rank 0's
+    hydra.run.dir added; in a sweep that command line is the whole sweep, so every worker would
+    run every job and write a sweep folder of its own (Lightning #11300, Hydra #2070). Here a
+    job's workers get the job's own overrides instead; after the job, the process group and the
+    variables Lightning set to launch them are cleared, so the next job starts its own workers
+    rather than waiting for the finished ones. Outside sweeps, and where SLURM starts the ranks
+    (hydra/launcher=slurm), nothing changes.
+    """
+
+    _LAUNCH_VARS = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+    def __init__(self) -> None:
+        self._argv: list[str] | None = None
+        self._env: dict[str, str | None] = {}
+
+    def on_job_start(self, config: DictConfig, **kwargs) -> None:
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        self._argv = sys.argv[:]
+        self._env = {k: os.environ.get(k) for k in self._LAUNCH_VARS}
+        sys.argv[1:] = list(config.hydra.overrides.task)
+
+    def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
+        if self._argv is None:
+            return
+        sys.argv[:] = self._argv
+        self._argv = None
+        dist = sys.modules.get("torch.distributed")
+        if dist is not None and dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        for key, value in self._env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -7,6 +7,7 @@ import logging
 import os
 import time
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.profilers import PassThroughProfiler
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -30,6 +32,8 @@ from gradlab.models import Diverged
 warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
 # Data is served as in-memory tensors, not through DataLoader workers.
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+# A new run's directory is always new; a resumed run continues in its own checkpoints/ on purpose.
+warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
 warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
 
 
@@ -43,6 +47,17 @@ for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utiliti
 logging.getLogger("lightning").propagate = False
 
 
+class NoProfiler(PassThroughProfiler):
+    """Lightning's default profiler without its cost: Lightning wraps every hook call (about 40 a
+    step) in `profiler.profile(name)`, a generator-based context manager that does nothing yet costs
+    about 0.5 us; here it is one shared no-op context. `trainer.profiler=simple` still profiles."""
+
+    _idle = nullcontext()
+
+    def profile(self, action_name: str) -> nullcontext:
+        return self._idle
+
+
 @dataclass
 class RunResult:
     run_dir: Path
@@ -51,15 +66,21 @@ class RunResult:
     signum: int | None = None
 
 
-def train(cfg: DictConfig) -> RunResult:
-    """Trains, tests and reports one run described by a composed gradlab config."""
+def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> RunResult:
+    """Trains, tests and reports one run described by a composed gradlab config.
+
+    `datamodule`: an already built one to use instead of `cfg.data` (scripts/benchmark.py shares
+    one between gradlab and its plain loop, so a large dataset is held in memory once).
+    """
     check(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     started = time.perf_counter()
     say = rank_zero_only(print)
 
-    dm = instantiate(cfg.data, _convert_="all")  # plain lists: checkpoints stay weights_only-safe
+    # plain lists: checkpoints stay weights_only-safe
+    dm = datamodule if datamodule is not None else instantiate(cfg.data, _convert_="all")
     dm.setup("fit")  # bad data fails here, before any run directory exists
+    x_query = _query(cfg.predict_x, dm)  # so does a predict_x row of the wrong length
 
     ckpt_path, run_dir, is_new = _resolve_run(cfg)
     if is_new and rank_zero_only.rank == 0:
@@ -80,16 +101,24 @@ def train(cfg: DictConfig) -> RunResult:
         callbacks=callbacks,
         default_root_dir=str(run_dir),
         enable_progress_bar=_isatty() if progress is None else progress,
+        profiler=cfg.trainer.get("profiler") or NoProfiler(),
     )
 
-    x_query = _query(cfg.predict_x, dm)
     say(_predictions("before training", model, x_query, cfg.predict_x))
 
     os.environ["GRADLAB_RUN_DIR"] = str(run_dir)  # DDP workers re-run this script: same run dir
     try:
         trainer.fit(model, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
+        if stopper.signum is None and not trainer.fast_dev_run and trainer.current_epoch % (
+            trainer.check_val_every_n_epoch or 1
+        ):
+            # Validation runs every check_val_every_n_epoch (50 by default: one costs ~70 training
+            # epochs of the journal's model); the last epoch is always validated too, so val/* and
+            # a sweep's score describe the final weights, however short the run.
+            trainer.validate(model, datamodule=dm, verbose=False)
     except Diverged as e:
         _mark_failed(trainer, cfg, str(e))
+        e.run_dir = run_dir  # cli.run names the checkpoints kept from before it diverged
         raise
     finally:
         os.environ.pop("GRADLAB_RUN_DIR", None)

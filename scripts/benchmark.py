@@ -1,0 +1,364 @@
+"""gradlab against plain PyTorch loops on the same workload, in one process.
+
+Run: python scripts/benchmark.py                      # the journal task and make_regression 1,000,000 x 100
+     python scripts/benchmark.py --rows 100000        # a smaller large workload
+     python scripts/benchmark.py --workload journal   # one workload only (journal or large)
+     python scripts/benchmark.py --process --runs 5   # whole processes: train.py vs the journal script
+     python scripts/benchmark.py --workload journal callbacks.plots.every_n_epochs=0   # what a default costs
+     (or make benchmark ARGS="--rows 100000")
+
+Workloads (README "Speed"):
+- journal: make_regression(100, 1, noise 20), SGD lr 0.01, 1000 full-batch epochs. Plain: the
+  journal's loop (forward, MSELoss, backward, step, zero_grad) on gradlab's training split from
+  gradlab's initial weights. gradlab: `train(cfg)` with the config `python scripts/train.py
+  model=linear` runs (TensorBoard, checkpoints, plots, histograms, validation), no progress bar
+  (its output goes to a buffer, not a terminal). Its time per epoch is the marginal one,
+  (T(1000 epochs) - T(500 epochs)) / 500 of whole train() calls: start-up and end-of-run costs
+  (timed by --process) cancel, and every periodic cost (validation, checkpoints, pictures) counts
+  at its rate.
+- large: make_regression(rows, 100), batch 1024, one shuffled epoch. Plain: randperm and x[idx]
+  per batch, in gradlab's batch order. gradlab: `train(cfg)` with data.batch_size=1024 and
+  trainer.max_epochs=1 on the same tensors (passed in, so the data is in memory once); its epoch
+  is timed by the training loader, from the first batch to the last.
+Rounds are interleaved (plain, gradlab, plain, ...) and the table shows medians: the machine may
+be shared, so read the ratios. Both runs must end at the same training MSE (the script exits 1
+otherwise). Peak memory is the process's resident set (Linux VmHWM), reset before each run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MSE_RTOL = 1e-5  # same ops on the same rows in the same order: equal up to float rounding
+
+
+# ---------------------------------------------------------------- memory (Linux; elsewhere ru_maxrss)
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def rss_mb() -> float:
+    kb = _status_kb("VmRSS")
+    return kb / 1024 if kb is not None else float("nan")
+
+
+def reset_peak() -> None:
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+
+
+def peak_mb() -> float:
+    kb = _status_kb("VmHWM")
+    if kb is None:
+        import resource
+
+        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux, never reset
+    return kb / 1024
+
+
+# ---------------------------------------------------------------- the two sides
+
+
+def plain_journal(x, y, seed: int, epochs: int, lr: float) -> tuple[float, float]:
+    """The journal's loop, timed: (seconds per epoch, final training MSE)."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)  # train() seeds the same way before building the model: same init
+    model = nn.Linear(x.shape[1], 1)
+    criterion = nn.MSELoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    curve = []
+    started = time.perf_counter()
+    for epoch in range(epochs):
+        y_predicted = model(x)
+        loss = criterion(y_predicted, y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        if (epoch + 1) % 10 == 0:  # the journal prints the loss every 10 epochs
+            curve.append(loss.item())
+    seconds = (time.perf_counter() - started) / epochs
+    with torch.no_grad():
+        return seconds, criterion(model(x), y).item()
+
+
+def plain_shuffled_epoch(x, y, seed: int, batch_size: int, lr: float) -> tuple[float, float]:
+    """One epoch of mini-batch SGD with randperm and x[idx]: (seconds, final training MSE)."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    model = nn.Linear(x.shape[1], 1)
+    criterion = nn.MSELoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    started = time.perf_counter()
+    # gradlab's order for epoch 0 (data.EpochShuffle), so both runs see the same batches
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed * 100_003 + 0))
+    for start in range(0, len(x), batch_size):
+        idx = order[start : start + batch_size]
+        loss = criterion(model(x[idx]), y[idx])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    seconds = time.perf_counter() - started
+    with torch.no_grad():
+        mse = sum(criterion(model(x[s : s + 65536]), y[s : s + 65536]).item() * len(x[s : s + 65536])
+                  for s in range(0, len(x), 65536)) / len(x)
+    return seconds, mse
+
+
+def compose(*overrides: str):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return hydra_compose("train", overrides=list(overrides))
+
+
+def timed_datamodule(cfg_data):
+    """The RegressionDataModule that `cfg_data` describes, whose training loader notes the time
+    at the start of each epoch and as it hands out each batch (a callback would add hook calls)."""
+    from gradlab.data import RegressionDataModule, TensorBatches
+
+    class ClockedBatches(TensorBatches):
+        def __iter__(self):
+            clock.append(time.perf_counter())  # the epoch starts (before the shuffle)
+            for batch in super().__iter__():
+                clock.append(time.perf_counter())
+                yield batch
+
+    class ClockedRegression(RegressionDataModule):
+        def train_dataloader(self) -> TensorBatches:
+            b = super().train_dataloader()
+            return ClockedBatches(b.x, b.y, b.batch_size, b.sampler)
+
+    clock: list[float] = []
+    dm = ClockedRegression(**{k: v for k, v in cfg_data.items() if k != "_target_"})
+    dm.clock = clock
+    return dm
+
+
+def gradlab_run(cfg, dm):
+    """train(cfg) on `dm`, quietly: (RunResult, seconds)."""
+    from gradlab.train import train
+
+    dm.clock.clear()
+    out = io.StringIO()
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        result = train(cfg, datamodule=dm)
+    return result, time.perf_counter() - started
+
+
+# ---------------------------------------------------------------- workloads
+
+
+def journal(rounds: int, epochs: int, root: Path, overrides: list[str]) -> list[dict]:
+    cfg_args = ["model=linear", f"root_dir={root}", *overrides, f"trainer.max_epochs={epochs}"]
+    full, half = compose(*cfg_args), compose(*cfg_args[:-1], f"trainer.max_epochs={epochs // 2}")
+    dm = timed_datamodule(full.data)
+    dm.setup()
+    x, y = dm.splits["train"]
+    lr = float(full.optimizer.lr)
+    rows, runs = {"plain": [], "gradlab": []}, []
+    for _ in range(rounds):
+        reset_peak()
+        seconds, mse = plain_journal(x, y, full.seed, epochs, lr)
+        rows["plain"].append((seconds, mse, peak_mb()))
+        reset_peak()
+        result, t_full = gradlab_run(full, dm)
+        peak = peak_mb()
+        _, t_half = gradlab_run(half, dm)
+        runs.append((t_full, t_half, result.metrics["train/final_mse"], peak))
+    # per round against the median short run: one disturbed short run cannot make a round negative
+    t_half = statistics.median(r[1] for r in runs)
+    rows["gradlab"] = [((t_full - t_half) / (epochs - epochs // 2), mse, peak) for t_full, _, mse, peak in runs]
+    what = f"journal: make_regression {full.data.n_samples} x {x.shape[1]}, {epochs} full-batch epochs"
+    return _rows("journal", what, len(x), rows)
+
+
+def large(rounds: int, n_rows: int, n_features: int, batch_size: int, root: Path,
+          overrides: list[str]) -> list[dict]:
+    cfg = compose("model=linear", f"root_dir={root}", *overrides, f"data.n_samples={n_rows}",
+                  f"data.n_features={n_features}", f"data.batch_size={batch_size}", "trainer.max_epochs=1")
+    baseline = rss_mb()
+    reset_peak()
+    started = time.perf_counter()
+    dm = timed_datamodule(cfg.data)
+    dm.setup()
+    made, data_peak = time.perf_counter() - started, peak_mb()
+    x, y = dm.splits["train"]
+    data_mb = sum(t.numel() * t.element_size() for split in ("train", "val", "test")
+                  for t in dm.splits[split]) / 2**20
+    rows = {"plain": [], "gradlab": []}
+    lr = float(cfg.optimizer.lr)
+    n_batches = -(-len(x) // batch_size)
+    for _ in range(rounds):
+        reset_peak()
+        seconds, mse = plain_shuffled_epoch(x, y, cfg.seed, batch_size, lr)
+        rows["plain"].append((seconds, mse, peak_mb()))
+        reset_peak()
+        result, _ = gradlab_run(cfg, dm)
+        # from the epoch's start to handing out its last batch: the shuffle and n - 1 steps
+        seconds = (dm.clock[-1] - dm.clock[0]) * n_batches / (n_batches - 1)
+        rows["gradlab"].append((seconds, result.metrics["train/final_mse"],
+                                peak_mb()))
+    what = f"large: make_regression {n_rows:,} x {n_features}, batch {batch_size}, 1 shuffled epoch"
+    table = _rows("large", what, len(x), rows)
+    peak = max(r[2] for side in rows.values() for r in side)
+    table.append({"memory": True, "baseline": baseline, "data": data_mb, "made": made,
+                  "peak": max(peak, data_peak), "data_peak": data_peak})
+    return table
+
+
+def _rows(name: str, what: str, n: int, rows: dict) -> list[dict]:
+    out = []
+    for side in ("plain", "gradlab"):
+        seconds = statistics.median(r[0] for r in rows[side])
+        out.append({"workload": name, "what": what, "run": side, "seconds": seconds, "samples_s": n / seconds,
+                    "mse": statistics.median(r[1] for r in rows[side]), "peak": max(r[2] for r in rows[side]),
+                    "all": [r[0] for r in rows[side]]})
+    out[1]["ratio"] = out[1]["seconds"] / out[0]["seconds"]
+    return out
+
+
+# ---------------------------------------------------------------- whole processes
+
+
+def _run_process(cmd: list[str], expect: int = 0) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one child process, run from an empty directory."""
+    with tempfile.TemporaryDirectory() as cwd:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - started
+        code = os.waitstatus_to_exitcode(status)
+        proc.returncode = code
+        if code != expect:
+            raise SystemExit(f"{' '.join(cmd)} exited {code}, not {expect}:\n{proc.stderr.read().decode()}")
+        proc.stderr.close()
+    return seconds, usage.ru_maxrss / 1024
+
+
+def processes(runs: int) -> None:
+    py = sys.executable
+    commands = {
+        "journal script (scripts/journal_plain.py)": ([py, str(ROOT / "scripts" / "journal_plain.py")], 0),
+        "python scripts/train.py model=linear": ([py, str(ROOT / "scripts" / "train.py"), "model=linear"], 0),
+        "python scripts/train.py --help": ([py, str(ROOT / "scripts" / "train.py"), "--help"], 0),
+        "python scripts/train.py optimizer.lr=-1 (bad value)": (
+            [py, str(ROOT / "scripts" / "train.py"), "optimizer.lr=-1"], 2),
+    }
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
+    names = list(commands)
+    for i in range(runs):
+        for name in names if i % 2 == 0 else names[::-1]:  # alternate who goes first
+            cmd, expect = commands[name]
+            times[name].append(_run_process(cmd, expect))
+    base = statistics.median(t for t, _ in times[names[0]])
+    print(f"\nWhole processes, {runs} runs each, alternating; medians (wall clock, python start to exit)\n")
+    print("| command | wall s | / journal script | peak RSS MB | all runs s |")
+    print("|---|---|---|---|---|")
+    for name in names:
+        wall = statistics.median(t for t, _ in times[name])
+        rss = statistics.median(m for _, m in times[name])
+        all_runs = ", ".join(f"{t:.2f}" for t, _ in times[name])
+        print(f"| {name} | {wall:.2f} | {wall / base:.2f}x | {rss:.0f} | {all_runs} |")
+
+
+# ---------------------------------------------------------------- report
+
+
+def report(table: list[dict]) -> bool:
+    print("\n| workload | run | per epoch | samples/s | gradlab / plain | final train MSE | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|")
+    agree = True
+    for row in table:
+        if row.get("memory"):
+            continue
+        per_epoch = f"{row['seconds'] * 1e6:.0f} us" if row["seconds"] < 0.01 else f"{row['seconds']:.3f} s"
+        ratio = f"{row['ratio']:.2f}x" if "ratio" in row else ""
+        print(f"| {row['what']} | {row['run']} | {per_epoch} | {row['samples_s']:,.0f} | {ratio} | "
+              f"{row['mse']:.6f} | {row['peak']:.0f} |")
+    print()
+    for plain, gl in zip(table, table[1:]):
+        if plain.get("run") != "plain" or gl.get("run") != "gradlab":
+            continue
+        rel = abs(gl["mse"] - plain["mse"]) / max(abs(plain["mse"]), 1e-12)
+        ok = rel <= MSE_RTOL
+        agree &= ok
+        print(f"{plain['workload']}: final MSE gradlab vs plain: relative difference {rel:.1e} "
+              f"({'agree' if ok else 'DISAGREE'}); per-round gradlab/plain "
+              + ", ".join(f"{g / p:.2f}" for p, g in zip(plain["all"], gl["all"])))
+    for row in table:
+        if row.get("memory"):
+            extra = row["peak"] - row["baseline"]
+            print(f"large: float32 data {row['data']:.0f} MB, made in {row['made']:.1f} s (peak while making it "
+                  f"{row['data_peak']:.0f} MB); RSS before it {row['baseline']:.0f} MB; peak over the workload "
+                  f"{row['peak']:.0f} MB = before + {extra / row['data']:.2f}x the data")
+    return agree
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workload", choices=["journal", "large", "all"], default="all")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved repeats (medians are shown)")
+    parser.add_argument("--epochs", type=int, default=1000, help="journal task: epochs (>= 4)")
+    parser.add_argument("--rows", type=int, default=1_000_000, help="large workload: make_regression rows")
+    parser.add_argument("--features", type=int, default=100, help="large workload: columns")
+    parser.add_argument("--batch-size", type=int, default=1024, help="large workload: batch size")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's); 1 avoids stalls when other jobs share the CPUs")
+    parser.add_argument("--process", action="store_true", help="time whole processes instead")
+    parser.add_argument("--runs", type=int, default=5, help="--process: runs of each command")
+    parser.add_argument("overrides", nargs="*",
+                        help="Hydra overrides for gradlab's runs, e.g. trainer.check_val_every_n_epoch=10")
+    args = parser.parse_args()
+    if args.process:
+        processes(args.runs)
+        return
+
+    import torch
+
+    import gradlab.train  # noqa: F401 (imports Lightning, which sets its loggers' levels)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for name in ("lightning.pytorch", "lightning.fabric"):  # "GPU available: False" and such
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
+          f"{args.rounds} interleaved rounds, medians"
+          + (f"; gradlab overrides: {' '.join(args.overrides)}" if args.overrides else ""))
+    table: list[dict] = []
+    with tempfile.TemporaryDirectory() as root:
+        if args.workload in ("journal", "all"):
+            table += journal(args.rounds, args.epochs, Path(root), args.overrides)
+        if args.workload in ("large", "all"):
+            table += large(args.rounds, args.rows, args.features, args.batch_size, Path(root), args.overrides)
+    if not report(table):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+"""Evaluate a checkpoint on its own test split. Run: python scripts/eval.py [ckpt_path=last|PATH] [name=NAME]
+
+Prints and logs test MSE, MAE and R2: the numbers of the training run's own test stage.
+Config: conf/eval.yaml. Exit codes: see src/gradlab/cli.py.
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from gradlab import cli
+
+
+def _evaluate(cfg: DictConfig) -> dict:
+    from gradlab.evaluate import evaluate  # heavy (torch, Lightning): only after the config is checked
+
+    return evaluate(cfg)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+def main(cfg: DictConfig) -> dict:
+    return cli.run(_evaluate, cfg)
+
+
+if __name__ == "__main__":
+    main()
+    cli.exit_now(0)

@@ -1,0 +1,121 @@
+"""Evaluate a checkpoint on its own test split, and rebuild what a checkpoint holds.
+
+The model and its data are rebuilt from the checkpoint alone (model hyperparameters, datamodule
+class, hyperparameters and standardisation), loaded with weights_only=True. The test stage then
+runs the same code as the training run's own test stage, so its numbers are the same.
+`scripts/eval.py` is a thin Hydra wrapper around `evaluate(cfg)`; `predict.py` uses `restore`.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning.pytorch as L
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig
+
+from gradlab import data, runs
+from gradlab.checkpoints import load_checkpoint
+from gradlab.cli import BadCheckpoint
+from gradlab.data import DataError, TensorDataModule
+from gradlab.models import LinearRegressor
+
+REPORTED = ("test/mse", "test/mae", "test/r2")
+
+# the answer is one line: no GPU/TPU notices or tips from Lightning around it
+logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+warnings.filterwarnings("ignore", message=".*GPU available but not used.*")  # a linear model: the CPU is enough
+
+
+@dataclass
+class Restored:
+    path: Path
+    model: LinearRegressor  # in eval mode, on the CPU
+    dm: TensorDataModule  # not set up (no data read yet), but transform() already standardises
+    step: int  # the checkpoint's global step
+
+
+def find_checkpoint(ckpt_path: str | None, root_dir: str, name: str) -> Path:
+    """The file `ckpt_path` names: a path, or "last" = last.ckpt of the newest run of `name`."""
+    if not ckpt_path:
+        raise BadCheckpoint("ckpt_path is not set; give ckpt_path=last (newest run of name=...) or ckpt_path=PATH")
+    if ckpt_path != "last":
+        return Path(ckpt_path)
+    last = runs.last_checkpoint(root_dir, name)
+    if last is None:
+        raise FileNotFoundError(
+            f"ckpt_path=last: no run of {name!r} with a checkpoint under {root_dir}/{name}/; train one "
+            f"first (python scripts/train.py name={name}), pick another name=..., or give ckpt_path=PATH"
+        )
+    return last
+
+
+def restore(path: Path) -> Restored:
+    """The trained model and its (not yet loaded) datamodule, from a checkpoint file."""
+    ckpt = load_checkpoint(path)
+    dm = _datamodule(ckpt, path)
+    try:
+        model = LinearRegressor(**ckpt["hyper_parameters"], optimizer=_no_optimizer)
+        model.load_state_dict(ckpt["state_dict"])
+    except (TypeError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise BadCheckpoint(f"{path}: its model does not match gradlab's LinearRegressor ({first})") from None
+    return Restored(path, model.eval(), dm, int(ckpt.get("global_step", 0)))
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Runs the test stage on the checkpoint's test split; prints and logs test MSE, MAE, R2."""
+    path = find_checkpoint(cfg.ckpt_path, cfg.root_dir, cfg.name)
+    restored = restore(path)
+    dm = restored.dm
+    saved = (dm.x_mean, dm.x_std)
+    dm.setup("test")
+    if (dm.x_mean, dm.x_std) != saved:
+        raise DataError(
+            f"{path}: the data of {type(dm).__name__}({_arguments(dm)}) now differs from the data this "
+            "model was trained on (the training split's mean and std changed), so the test split would "
+            "not be the training run's; restore that data, or evaluate a model trained on the new data"
+        )
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    metrics = {k: float(v) for k, v in trainer.test(restored.model, datamodule=dm, verbose=False)[0].items()}
+
+    log_dir = (runs.run_dir_of(path) or path.parent) / "eval"
+    logger = TensorBoardLogger(str(log_dir.parent), name=log_dir.name, version="", default_hp_metric=False)
+    logger.log_metrics(metrics, step=restored.step)  # at the checkpoint's step, beside its training curves
+    logger.finalize("success")
+
+    n_test = len(dm.splits["test"][0])
+    shown = ", ".join(f"{k} {metrics[k]:.8g}" for k in REPORTED)
+    print(f"gradlab: {path} on its test split ({n_test} rows): {shown}\n"
+          f"gradlab: logged to {log_dir} (tensorboard --logdir {log_dir})")
+    return metrics
+
+
+def _datamodule(ckpt: dict, path: Path) -> TensorDataModule:
+    # Lightning stores a datamodule's state_dict under its class name, its arguments beside it
+    for key, state in ckpt.items():
+        cls = getattr(data, key, None) if isinstance(key, str) else None
+        if isinstance(cls, type) and issubclass(cls, TensorDataModule):
+            try:
+                dm = cls(**ckpt.get("datamodule_hyper_parameters", {}))
+            except TypeError as e:
+                raise BadCheckpoint(f"{path}: its datamodule arguments do not fit {key} ({e})") from None
+            dm.load_state_dict(state)
+            return dm
+    raise BadCheckpoint(
+        f"{path}: it holds no gradlab datamodule state, so its data and standardisation are unknown; "
+        "use a checkpoint written by scripts/train.py"
+    )
+
+
+def _arguments(dm: TensorDataModule) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in dm.hparams.items())
+
+
+def _no_optimizer(params):
+    raise RuntimeError("a restored model is for evaluation and prediction; train with scripts/train.py")

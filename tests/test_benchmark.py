@@ -1,0 +1,33 @@
+"""scripts/benchmark.py runs end to end at a tiny size: both tables come out, and gradlab and the
+plain loops end at the same training MSE (the script exits 1 otherwise). No timings are checked:
+they belong to the machine, not to the code."""
+
+from __future__ import annotations
+
+import re
+
+from conftest import run_script
+
+
+def test_benchmark_prints_both_workloads_with_agreeing_mses(tmp_path):
+    proc = run_script("benchmark.py", "--rounds", "1", "--epochs", "20", "--rows", "3000", "--features", "5",
+                      "--batch-size", "256", cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cells = [line.strip("| ").split(" | ") for line in proc.stdout.splitlines() if line.startswith("| ")]
+    runs = {(row[0], row[1]): row for row in cells if row[1] in ("plain", "gradlab")}
+    assert {run for _, run in runs} == {"plain", "gradlab"}
+    assert {name.split(":")[0] for name, _ in runs} == {"journal", "large"}
+    for (name, run), row in runs.items():
+        if run == "gradlab":
+            assert row[5] == runs[(name, "plain")][5]  # final train MSE, as printed
+            assert re.fullmatch(r"[0-9.]+x", row[4])  # the ratio gradlab / plain
+    assert proc.stdout.count("(agree)") == 2
+    assert "peak over the workload" in proc.stdout
+    assert list(tmp_path.iterdir()) == []  # runs go to a temporary directory, nothing is left behind
+
+
+def test_benchmark_times_whole_processes(tmp_path):
+    proc = run_script("benchmark.py", "--process", "--runs", "1", cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for command in ("scripts/journal_plain.py", "scripts/train.py model=linear", "--help", "bad value"):
+        assert command in proc.stdout

@@ -1,0 +1,101 @@
+"""A learning rate that is too high stops the run at the first non-finite loss: exit code 3, a
+message naming the epoch and a smaller learning rate, the checkpoints from before kept (finite),
+and TensorBoard showing the run as FAILED rather than a line of NaN."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_cfg, run_script
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from gradlab.data import RegressionDataModule
+
+LR = 10.0
+
+
+def _journal_weights_until_the_loss_is_not_finite() -> list[tuple[torch.Tensor, torch.Tensor, float]]:
+    """Oracle: the journal's plain loop at lr=10; (w, b, loss) after 0, 1, 2, ... updates."""
+    cfg = make_cfg("experiment=journal_regression")
+    dm = RegressionDataModule(**{k: v for k, v in cfg.data.items() if k != "_target_"})
+    dm.setup()
+    x, y = dm.splits["train"]  # all 100 rows: the journal has no held-out data
+    torch.manual_seed(cfg.seed)  # gradlab seeds the same way before building the model
+    model = torch.nn.Linear(1, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    path = []
+    while True:
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        path.append((model.weight.detach().clone(), model.bias.detach().clone(), loss.item()))
+        if not math.isfinite(loss.item()):
+            return path
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+
+def test_a_too_high_learning_rate_stops_at_once_and_keeps_only_finite_checkpoints(tmp_path):
+    path = _journal_weights_until_the_loss_is_not_finite()
+    k = len(path) - 1  # the weights after k updates are the first with a non-finite loss
+    # validation every epoch sees those weights first: at the end of epoch k - 1 (0-based)
+    proc = run_script("train.py", "experiment=journal_regression", f"optimizer.lr={LR:g}",
+                      "trainer.check_val_every_n_epoch=1", "callbacks.checkpoint.every_n_epochs=1",
+                      "callbacks.checkpoint.save_top_k=-1",  # keep every epoch's checkpoint, not just the best
+                      "trainer.log_every_n_steps=1", cwd=tmp_path)
+
+    assert proc.returncode == 3, proc.stderr
+    message = proc.stderr
+    assert "Traceback" not in message
+    assert "training diverged" in message
+    assert f"became inf at epoch {k - 1}" in message
+    assert "try optimizer.lr=1 " in message  # 10x smaller than the one that diverged
+    run_dir = tmp_path / "lightning_logs" / "journal_regression" / "version_0"
+    assert str(run_dir.relative_to(tmp_path) / "checkpoints") in message
+
+    ckpts = {p.name: torch.load(p, weights_only=True) for p in (run_dir / "checkpoints").glob("*.ckpt")}
+    periodic = sorted(c["epoch"] for name, c in ckpts.items() if name.startswith("best-"))
+    assert periodic == list(range(k - 1))  # one per epoch until the last one with a finite loss
+    assert "last.ckpt" in ckpts
+    for name, ckpt in ckpts.items():
+        assert all(torch.isfinite(t).all() for t in ckpt["state_dict"].values()), name
+    last = ckpts["last.ckpt"]
+    assert last["epoch"] == k - 2
+    w, b, _ = path[k - 1]  # its weights: after k - 1 updates, as the plain loop has them
+    torch.testing.assert_close(last["state_dict"]["net.lin.weight"], w, rtol=1e-5, atol=0)
+    torch.testing.assert_close(last["state_dict"]["net.lin.bias"], b, rtol=1e-5, atol=0)
+
+    scalars, status = _tensorboard(run_dir)
+    assert {"train/loss", "val/loss"} <= set(scalars)
+    assert len(scalars["val/loss"]) == k - 1  # every finite validation was logged, the infinite one not
+    assert status.startswith("FAILED: the val loss became inf") and f"epoch {k - 1}" in status
+
+
+def _tensorboard(run_dir: Path) -> tuple[dict, str]:
+    """The run's scalars (asserting that every value is finite) and its one status text."""
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0}).Reload()
+    scalars = {tag: events.Scalars(tag) for tag in events.Tags()["scalars"]}
+    not_finite = [(tag, e.step, e.value) for tag, es in scalars.items() for e in es if not math.isfinite(e.value)]
+    assert not_finite == []
+    status = events.Tensors("run/status/text_summary")
+    assert len(status) == 1
+    return scalars, status[0].tensor_proto.string_val[0].decode()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("optimization", ["automatic", "manual", "analytic"])
+def test_divergence_in_a_training_step_is_caught_by_every_gradient_path(optimization, tmp_path):
+    proc = run_script("train.py", "data.batch_size=8", f"optimizer.lr={LR:g}",
+                      f"model.optimization={optimization}", "trainer.log_every_n_steps=1", cwd=tmp_path)
+    assert proc.returncode == 3, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "training diverged: the training loss became" in proc.stderr and "try optimizer.lr=1 " in proc.stderr
+    run_dir = tmp_path / "lightning_logs" / "default" / "version_0"
+    for ckpt_path in (run_dir / "checkpoints").glob("*.ckpt"):
+        state = torch.load(ckpt_path, weights_only=True)["state_dict"]
+        assert all(torch.isfinite(t).all() for t in state.values()), ckpt_path.name
+    scalars, status = _tensorboard(run_dir)
+    assert "train/loss" in scalars
+    assert status.startswith("FAILED: the training loss became")

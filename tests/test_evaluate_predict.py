@@ -1,0 +1,131 @@
+"""scripts/eval.py and scripts/predict.py, run like a user runs them, against what the training run
+itself reported: its TensorBoard test metrics, its printed predictions, and its checkpoint's weights."""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import CONF, make_cfg, run_script
+from hydra import compose, initialize_config_dir
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from gradlab.data import DataError
+from gradlab.evaluate import evaluate
+from gradlab.predict import predict
+from gradlab.train import train
+
+METRICS = ("test/mse", "test/mae", "test/r2")
+
+
+def _scalars(log_dir: Path) -> dict[str, float]:
+    """The last value of every scalar tag in one TensorBoard run directory."""
+    events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0}).Reload()
+    return {tag: events.Scalars(tag)[-1].value for tag in events.Tags()["scalars"]}
+
+
+def _config(app: str, *overrides: str):
+    """The config `python scripts/<app>.py *overrides` runs (conf/<app>.yaml)."""
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose(app, overrides=list(overrides))
+
+
+def _printed(stdout: str, key: str) -> float:
+    return float(re.search(rf"{re.escape(key)} (\S+?)[,\n]", stdout).group(1))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A default training run (make_regression, held-out test split) made with scripts/train.py."""
+    cwd = tmp_path_factory.mktemp("project")
+    proc = run_script("train.py", "trainer.max_epochs=30", cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    return cwd, cwd / "lightning_logs" / "default" / "version_0", proc.stdout
+
+
+def test_eval_of_the_last_run_reports_the_training_runs_own_test_metrics(trained):
+    cwd, run_dir, _ = trained
+    proc = run_script("eval.py", "ckpt_path=last", cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    assert "lightning_logs/default/version_0/checkpoints/last.ckpt on its test split (10 rows)" in proc.stdout
+
+    training = _scalars(run_dir)  # what the training run's own test stage logged
+    evaluated = _scalars(run_dir / "eval")  # what eval.py logged, beside it
+    for key in METRICS:
+        assert evaluated[key] == training[key], key
+        assert _printed(proc.stdout, key) == pytest.approx(training[key], rel=1e-7), key
+    step = EventAccumulator(str(run_dir / "eval")).Reload().Scalars("test/mse")[0].step
+    assert step == 30  # the checkpoint's global step: 30 full-batch epochs
+
+
+def test_eval_of_a_corrupt_checkpoint_exits_2_and_names_the_file(trained, tmp_path):
+    _, run_dir, _ = trained
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes((run_dir / "checkpoints" / "last.ckpt").read_bytes()[:2000])  # truncated copy
+    proc = run_script("eval.py", f"ckpt_path={broken}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert f"gradlab: {broken}: not a readable checkpoint (corrupt" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.ckpt"]  # nothing written
+
+
+def test_eval_without_a_run_says_what_to_do(tmp_path):
+    with pytest.raises(FileNotFoundError, match="ckpt_path=last: no run of 'nothing_yet'.*"
+                                                "python scripts/train.py name=nothing_yet"):
+        evaluate(_config("eval", "name=nothing_yet", f"root_dir={tmp_path}"))
+
+
+def test_eval_refuses_a_checkpoint_whose_data_file_has_changed(tmp_path):
+    data = tmp_path / "points.csv"
+    data.write_text("x,y\n" + "".join(f"{i},{2 * i + 1}\n" for i in range(20)))
+    train(make_cfg("data=csv", f"data.path={data}", "data.target=y", "trainer.max_epochs=5",
+                   root_dir=tmp_path / "lightning_logs"))
+    data.write_text("x,y\n" + "".join(f"{10 * i},{2 * i + 1}\n" for i in range(20)))  # x rescaled
+    with pytest.raises(DataError, match=r"CsvDataModule\(path=.*points.csv.*now differs from the data"):
+        evaluate(_config("eval", f"root_dir={tmp_path / 'lightning_logs'}"))
+
+
+def test_predict_one_liner_gives_the_journals_f7_and_writes_a_csv(tmp_path):
+    train(make_cfg("experiment=journal_autograd", root_dir=tmp_path / "lightning_logs"))
+
+    proc = run_script("predict.py", "name=journal_autograd", "x=[5,7]", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Prediction: f(7) = 13.978968" in proc.stdout
+    with open(tmp_path / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    ckpt = tmp_path / "lightning_logs" / "journal_autograd" / "version_0" / "checkpoints" / "last.ckpt"
+    w = torch.load(ckpt, weights_only=True)["state_dict"]["net.lin.weight"].item()  # y = w x, no bias
+    assert [r["x"] for r in rows] == ["5", "7"]
+    assert [float(r["prediction"]) for r in rows] == pytest.approx([5 * w, 7 * w], rel=1e-6)
+
+
+def test_predict_help_shows_its_config_and_bad_inputs_are_refused(trained):
+    cwd, _, _ = trained
+    helped = run_script("predict.py", "--help", cwd=cwd)
+    assert helped.returncode == 0
+    assert "x: null" in helped.stdout and "output: predictions.csv" in helped.stdout
+    root = f"root_dir={cwd / 'lightning_logs'}"
+    with pytest.raises(DataError, match=r"x: bad input \[1, 2\]; the model has 1 feature\(s\)"):
+        predict(_config("predict", "x=[[1,2]]", root))
+    with pytest.raises(DataError, match="either on the command line"):
+        predict(_config("predict", root))
+
+
+def test_predict_reads_a_csv_and_matches_the_training_runs_prediction(trained, tmp_path):
+    cwd, run_dir, train_stdout = trained
+    f5 = float(re.search(r"Prediction after training: f\(5\) = (\S+)", train_stdout).group(1))
+    inputs = tmp_path / "new.csv"
+    inputs.write_text("x\n5\n-1.5\n")
+    out = tmp_path / "out" / "predicted.csv"
+    predict(_config("predict", f"input={inputs}", f"output={out}", f"root_dir={cwd / 'lightning_logs'}"))
+    with open(out, newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["x", "prediction"]
+    assert [r[0] for r in rows[1:]] == ["5", "-1.5"]
+    assert float(rows[1][1]) == pytest.approx(f5, rel=1e-7)  # what train.py printed for x = 5
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    w, b = state["net.lin.weight"].item(), state["net.lin.bias"].item()
+    assert float(rows[2][1]) == pytest.approx(w * -1.5 + b, rel=1e-6)

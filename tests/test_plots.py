@@ -1,0 +1,121 @@
+"""The journal's plot, headless: the fit (and for one-weight models the loss J(w) with the path
+gradient descent took) saved as PNG in the run directory and logged to TensorBoard's Images tab,
+every few epochs, so the step slider shows the line moving onto the data."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import lightning.pytorch as L
+import matplotlib.image
+import numpy as np
+import pytest
+import torch
+from conftest import make_cfg
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from gradlab.data import ToyDataModule
+from gradlab.models import LinearRegressor
+from gradlab.plots import FitPlots
+from gradlab.train import train
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _assert_png(path):
+    assert path.is_file(), path
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    height, width, channels = matplotlib.image.imread(path).shape  # decodes the whole image
+    assert width > 100 and height > 100 and channels in (3, 4)
+
+
+def _images(run_dir) -> dict[str, list]:
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0}).Reload()
+    return {tag: events.Images(tag) for tag in events.Tags()["images"]}
+
+
+def test_one_weight_run_saves_both_pngs_and_logs_the_fit_every_few_epochs(tmp_path):
+    cfg = make_cfg("experiment=journal_autograd", "trainer.max_epochs=6", "callbacks.plots.every_n_epochs=2",
+                   root_dir=tmp_path)
+    run_dir = train(cfg).run_dir
+    _assert_png(run_dir / "fit.png")
+    _assert_png(run_dir / "loss_surface.png")
+
+    images = _images(run_dir)
+    assert set(images) == {"plots/fit", "plots/loss_surface"}
+    fits = images["plots/fit"]
+    assert [e.step for e in fits] == [2, 4, 6]  # every 2nd epoch (one step each), not every epoch
+    assert all(e.encoded_image_string[:8] == PNG_MAGIC for e in fits)
+    assert len({e.encoded_image_string for e in fits}) == 3  # the line moves between steps
+    assert [e.step for e in images["plots/loss_surface"]] == [6]  # once, at the end
+
+
+@pytest.mark.parametrize("experiment", ["journal_regression", "diabetes"])
+def test_models_with_a_bias_or_several_features_get_the_fit_but_no_loss_surface(experiment, tmp_path):
+    cfg = make_cfg(f"experiment={experiment}", "trainer.max_epochs=4", "callbacks.plots.every_n_epochs=2",
+                   root_dir=tmp_path)
+    run_dir = train(cfg).run_dir
+    _assert_png(run_dir / "fit.png")
+    assert not (run_dir / "loss_surface.png").exists()
+    images = _images(run_dir)
+    assert set(images) == {"plots/fit"}
+    assert [e.step for e in images["plots/fit"]] == [2, 4]
+
+
+def test_plotting_is_headless_and_leaves_no_figure_open(tmp_path):
+    import matplotlib.pyplot as plt
+
+    plt.close("all")  # whatever earlier code left open
+    train(make_cfg("experiment=journal_numpy", "trainer.max_epochs=3", root_dir=tmp_path))
+    train(make_cfg("experiment=journal_numpy", "trainer.fast_dev_run=true", root_dir=tmp_path))
+    assert matplotlib.get_backend().lower() == "agg"  # renders to files only: never a window
+    assert plt.get_fignums() == []  # every figure closed once logged or saved
+
+
+def _journal_w_path(epochs: int, lr: float = 0.01) -> list[float]:
+    """w before and after each epoch of the journal's autograd loop."""
+    x = torch.tensor([1, 2, 3, 4], dtype=torch.float32)
+    y = 2 * x
+    w = torch.tensor(0.0, requires_grad=True)
+    path = [w.item()]
+    for _ in range(epochs):
+        ((w * x - y) ** 2).mean().backward()
+        with torch.no_grad():
+            w -= w.grad * lr
+        w.grad.zero_()
+        path.append(w.item())
+    return path
+
+
+def test_loss_surface_draws_the_path_the_journals_gradient_descent_took(tmp_path):
+    plots = FitPlots(every_n_epochs=0)  # 0: pictures at the end only
+    model = LinearRegressor(1, optimizer=partial(torch.optim.SGD, lr=0.01), bias=False, init="zeros",
+                            optimization="manual")
+    trainer = L.Trainer(max_epochs=12, accelerator="cpu", devices=1, logger=False, callbacks=[plots],
+                        default_root_dir=tmp_path, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0)
+    trainer.fit(model, datamodule=ToyDataModule())
+    np.testing.assert_allclose(plots.w_path, _journal_w_path(12), rtol=1e-6, atol=1e-7)
+    assert plots.saved == {"fit": tmp_path / "fit.png", "loss_surface": tmp_path / "loss_surface.png"}
+    for path in plots.saved.values():
+        _assert_png(path)
+
+
+@pytest.mark.parametrize(("n_features", "xlabel"), [(1, "x"), (3, "actual y")])
+def test_fit_picture_is_a_line_over_the_points_or_predicted_against_actual(n_features, xlabel):
+    from types import SimpleNamespace
+
+    import matplotlib.pyplot as plt
+
+    from gradlab.data import RegressionDataModule
+
+    dm = RegressionDataModule(n_features=n_features)
+    dm.setup()
+    model = LinearRegressor(n_features, optimizer=partial(torch.optim.SGD, lr=0.01))
+    fig = FitPlots.fit_figure(SimpleNamespace(datamodule=dm), model, epochs_done=0)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == xlabel
+    points, line = ax.lines[:2]
+    assert len(points.get_xdata()) == len(dm.splits["train"][0])  # one marker per training row
+    assert len(line.get_xdata()) == (len(points.get_xdata()) if n_features == 1 else 2)
+    plt.close(fig)

@@ -1,0 +1,138 @@
+"""Sweeps (-m), the Optuna search (hparams_search=lr), DDP on 2 CPU processes, and the GPU, DDP
+and SLURM configs: each through scripts/train.py, checked against the run directories, the
+TensorBoard runs and the weights a user would find."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import make_cfg, run_script
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from gradlab.config import check
+from gradlab.train import train
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+
+def _last(run_dir: Path, tag: str) -> float:
+    return EventAccumulator(str(run_dir), size_guidance={"scalars": 0}).Reload().Scalars(tag)[-1].value
+
+
+def _everything_under(root: Path) -> set[str]:
+    """Every folder under root, relative, but the checkpoints/ folders inside run directories."""
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_dir() and p.name != "checkpoints"}
+
+
+def test_sweep_runs_one_job_per_value_each_its_own_run_dir_and_tensorboard_run(tmp_path):
+    proc = run_script("train.py", "-m", "optimizer.lr=0.001,0.01,0.1", "trainer.max_epochs=20",
+                      "print_config=false", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (sweep,) = (tmp_path / "lightning_logs" / "default").glob("multirun_*")  # one folder per sweep
+    assert _everything_under(tmp_path) == {
+        "lightning_logs", "lightning_logs/default", f"lightning_logs/default/{sweep.name}",
+        *(f"lightning_logs/default/{sweep.name}/{job}" for job in "012"),
+    }
+    losses = []
+    for job, lr in zip("012", (0.001, 0.01, 0.1)):
+        run_dir = sweep / job
+        assert yaml.safe_load((run_dir / "config.yaml").read_text())["optimizer"]["lr"] == lr
+        assert list(run_dir.glob("events.out.tfevents.*")), job  # its own TensorBoard run
+        assert _last(run_dir, "lr-SGD") == pytest.approx(lr)
+        losses.append(_last(run_dir, "val/loss"))
+    assert losses[0] > losses[1] > losses[2]  # 20 epochs: the larger the step, the further along
+
+
+@pytest.mark.slow
+def test_optuna_search_writes_the_best_trials_parameters_and_val_loss(tmp_path):
+    proc = run_script("train.py", "-m", "hparams_search=lr", "hydra.sweeper.n_trials=3",
+                      "trainer.max_epochs=20", "print_config=false", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (sweep,) = (tmp_path / "lightning_logs" / "default").glob("multirun_*")
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert set(best["best_params"]) == {"optimizer", "optimizer.lr"}
+
+    trials = {}  # the val/loss each trial's own run logged, and what it ran with
+    for run_dir in sorted(p for p in sweep.iterdir() if p.is_dir()):
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+        trials[run_dir.name] = (_last(run_dir, "val/loss"), cfg["optimizer"])
+    assert len(trials) == 3
+    value, optimizer = min(trials.values(), key=lambda t: t[0])
+    assert best["best_value"] == pytest.approx(value, rel=1e-7)
+    assert optimizer["lr"] == pytest.approx(best["best_params"]["optimizer.lr"])
+    assert optimizer["_target_"] == {"sgd": "torch.optim.SGD", "adam": "torch.optim.Adam"}[
+        best["best_params"]["optimizer"]]
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_ends_with_the_weights_of_one_process(tmp_path):
+    proc = run_script("train.py", "trainer=ddp_cpu", "trainer.max_epochs=30", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    run_dir = tmp_path / "lightning_logs" / "default" / "version_0"
+    assert _everything_under(tmp_path) == {"lightning_logs", "lightning_logs/default",
+                                           "lightning_logs/default/version_0"}  # no rank's extra dir
+
+    single = train(make_cfg("trainer.max_epochs=30", root_dir=tmp_path / "single"))
+    for key, value in _weights(single.run_dir).items():  # full-batch GD: the mean of the two
+        torch.testing.assert_close(_weights(run_dir)[key], value, rtol=1e-5, atol=1e-5)  # ranks' halves
+    assert _last(run_dir, "test/mse") == pytest.approx(single.metrics["test/mse"], rel=1e-4)
+    assert _last(run_dir, "val/loss") == pytest.approx(single.metrics["val/loss"], rel=1e-4)
+
+
+@pytest.mark.slow
+def test_sweep_with_ddp_runs_each_job_once_without_stray_dirs(tmp_path):
+    proc = run_script("train.py", "-m", "trainer=ddp_cpu", "optimizer.lr=0.01,0.1", "trainer.max_epochs=10",
+                      "print_config=false", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (sweep,) = (tmp_path / "lightning_logs" / "default").glob("multirun_*")  # the workers made none
+    assert _everything_under(tmp_path) == {
+        "lightning_logs", "lightning_logs/default", f"lightning_logs/default/{sweep.name}",
+        f"lightning_logs/default/{sweep.name}/0", f"lightning_logs/default/{sweep.name}/1",
+    }
+    for job, lr in (("0", 0.01), ("1", 0.1)):
+        single = train(make_cfg(f"optimizer.lr={lr}", "trainer.max_epochs=10", root_dir=tmp_path / "single"))
+        for key, value in _weights(single.run_dir).items():
+            torch.testing.assert_close(_weights(sweep / job)[key], value, rtol=1e-5, atol=1e-5)
+
+
+def test_gpu_and_ddp_trainer_configs_compose_and_pass_the_checks():
+    gpu = make_cfg("trainer=gpu")
+    assert (gpu.trainer.accelerator, gpu.trainer.devices, gpu.trainer.strategy) == ("gpu", 1, "auto")
+    ddp = make_cfg("trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2")
+    assert (ddp.trainer.accelerator, ddp.trainer.strategy, ddp.trainer.devices, ddp.trainer.num_nodes) == (
+        "gpu", "ddp", 4, 2)
+    cpu = make_cfg("trainer=ddp_cpu")
+    assert (cpu.trainer.accelerator, cpu.trainer.devices, cpu.trainer.strategy) == ("cpu", 2, "ddp")
+    for cfg in (gpu, ddp, cpu):
+        check(cfg)
+        assert cfg.trainer.max_epochs == 1000  # the rest comes from trainer/default.yaml
+
+
+def test_slurm_launcher_composes_from_the_trainer_settings(tmp_path):
+    proc = run_script("train.py", "--cfg", "all", "--resolve", "-p", "hydra.launcher", "hydra/launcher=slurm",
+                      "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2",
+                      "hydra.launcher.partition=gpu", "hydra.launcher.gpus_per_node=4", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    launcher = yaml.safe_load(proc.stdout)
+    assert launcher["_target_"] == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert (launcher["nodes"], launcher["tasks_per_node"], launcher["gpus_per_node"]) == (2, 4, 4)
+    assert launcher["partition"] == "gpu" and launcher["timeout_min"] == 60
+    assert launcher["submitit_folder"].startswith("lightning_logs/default/multirun_")
+    hydra_only = run_script("train.py", "--cfg", "hydra", "hydra/launcher=slurm", cwd=tmp_path)
+    assert hydra_only.returncode == 0 and "tasks_per_node: ${trainer.devices}" in hydra_only.stdout
+    assert not (tmp_path / "lightning_logs").exists()  # --cfg runs nothing
+
+
+@pytest.mark.slow
+def test_a_diverging_job_scores_inf_and_the_sweep_goes_on(tmp_path):
+    proc = run_script("train.py", "-m", "optimizer.lr=100,0.01", "trainer.max_epochs=20", "print_config=false",
+                      cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "training diverged" in proc.stderr and "This sweep job scores val/loss = inf." in proc.stderr
+    (sweep,) = (tmp_path / "lightning_logs" / "default").glob("multirun_*")
+    assert (sweep / "1" / "checkpoints" / "last.ckpt").is_file()  # the next job ran to the end
