@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import re
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,9 +43,10 @@ def test_own_csv_trains_with_chosen_features_and_predicts_raw_rows(tmp_path):
 def test_pre_commit_runs_ruff_and_the_config_is_valid():
     config = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())
     hooks = {hook["id"]: repo["rev"] for repo in config["repos"] for hook in repo["hooks"]}
-    ruff = subprocess.run([str(ROOT / ".venv" / "bin" / "ruff"), "--version"], capture_output=True, text=True)
+    bin_dir = Path(sys.executable).parent  # the environment running the tests (.venv under make)
+    ruff = subprocess.run([str(bin_dir / "ruff"), "--version"], capture_output=True, text=True)
     assert hooks["ruff"] == "v" + ruff.stdout.split()[1]  # the hook's ruff is the one `make lint` runs
-    validated = subprocess.run([str(ROOT / ".venv" / "bin" / "pre-commit"), "validate-config",
+    validated = subprocess.run([str(bin_dir / "pre-commit"), "validate-config",
                                 str(ROOT / ".pre-commit-config.yaml")], capture_output=True, text=True)
     assert validated.returncode == 0, validated.stdout + validated.stderr
 
