@@ -43,6 +43,7 @@ def test_a_too_high_learning_rate_stops_at_once_and_keeps_only_finite_checkpoint
     # validation every epoch sees those weights first: at the end of epoch k - 1 (0-based)
     proc = run_script("train.py", "experiment=journal_regression", f"optimizer.lr={LR:g}",
                       "trainer.check_val_every_n_epoch=1", "callbacks.checkpoint.every_n_epochs=1",
+                      "callbacks.last.every_n_epochs=1",
                       "callbacks.checkpoint.save_top_k=-1",  # keep every epoch's checkpoint, not just the best
                       "trainer.log_every_n_steps=1", cwd=tmp_path)
 

@@ -60,7 +60,8 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
 def test_ctrl_c_then_resume_true_on_the_command_line_matches_an_uninterrupted_run(tmp_path):
     """A real Ctrl-C (SIGINT) mid-training: the run stops at the end of its epoch, exits 130 and
     tells how to continue; resume=true with a later max_epochs ends where a run never stopped does."""
-    args = [*MINI_BATCHES, "callbacks.checkpoint.every_n_epochs=1", "print_config=false"]
+    args = [*MINI_BATCHES, "callbacks.checkpoint.every_n_epochs=1", "callbacks.last.every_n_epochs=1",
+            "print_config=false"]
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "scripts" / "train.py"), *args, "trainer.max_epochs=100000"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
