@@ -153,6 +153,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     # logger
     "logger.default_hp_metric": (_bool, "true or false"),
     "logger.log_graph": (_bool, "true or false"),
+    "logger.save_every_s": (_ge(0), "a number of seconds >= 0"),
     # callbacks
     "callbacks.checkpoint.monitor": (_optional(_one_of(*METRICS)), "null or one of " + ", ".join(METRICS)),
     "callbacks.checkpoint.mode": (_one_of("min", "max"), "'min' or 'max'"),
@@ -163,7 +164,6 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "callbacks.last.every_n_epochs": (_ge(1, integer=True), "an integer >= 1"),
     "callbacks.last.filename": (_text, "a file name, e.g. 'last'"),
     "callbacks.last.enable_version_counter": (_bool, "true or false"),
-    "callbacks.lr_monitor.logging_interval": (_optional(_one_of("step", "epoch")), "null, 'step' or 'epoch'"),
     "callbacks.plots.every_n_epochs": (_ge(0, integer=True), "an integer >= 0 (0: only at the end)"),
     "callbacks.histograms.every_n_epochs": (_ge(0, integer=True), "an integer >= 0 (0: only at the end)"),
 }

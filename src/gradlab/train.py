@@ -7,7 +7,6 @@ import logging
 import os
 import time
 import warnings
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,11 +15,10 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.profilers import PassThroughProfiler
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from gradlab import runs
+from gradlab import lean, runs
 from gradlab.checkpoints import load_checkpoint
 from gradlab.config import check
 from gradlab.data import DataError
@@ -47,17 +45,6 @@ for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utiliti
 logging.getLogger("lightning").propagate = False
 
 
-class NoProfiler(PassThroughProfiler):
-    """Lightning's default profiler without its cost: Lightning wraps every hook call (about 40 a
-    step) in `profiler.profile(name)`, a generator-based context manager that does nothing yet costs
-    about 0.5 us; here it is one shared no-op context. `trainer.profiler=simple` still profiles."""
-
-    _idle = nullcontext()
-
-    def profile(self, action_name: str) -> nullcontext:
-        return self._idle
-
-
 @dataclass
 class RunResult:
     run_dir: Path
@@ -73,6 +60,7 @@ def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> R
     one between gradlab and its plain loop, so a large dataset is held in memory once).
     """
     check(cfg)
+    lean.apply()  # Lightning's per-step bookkeeping, cheaper (see lean.py)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     started = time.perf_counter()
     say = rank_zero_only(print)
@@ -101,7 +89,7 @@ def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> R
         callbacks=callbacks,
         default_root_dir=str(run_dir),
         enable_progress_bar=_isatty() if progress is None else progress,
-        profiler=cfg.trainer.get("profiler") or NoProfiler(),
+        profiler=cfg.trainer.get("profiler") or lean.NoProfiler(),
     )
 
     say(_predictions("before training", model, x_query, cfg.predict_x))

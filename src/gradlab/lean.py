@@ -1,0 +1,164 @@
+"""Lightning's per-step bookkeeping, made cheaper without changing what Lightning does.
+
+A step of the journal's model (forward, loss, backward, SGD step) takes about 60 us; Lightning
+2.6 adds about 250 us of Python around it, spread over dozens of small costs. The ones below
+were found with a sampling profiler (py-spy) and measured with scripts/benchmark.py; each
+returns exactly what Lightning's own code returns (tests/test_lean.py checks them against it):
+
+- `NoProfiler`: Lightning wraps every hook call (about 40 a step) in `profiler.profile(name)`,
+  a generator-based context manager that costs ~0.5 us even when it profiles nothing.
+- `_ResultMetric.to`: every `self.log` first moves its stored result to the value's device by
+  walking the whole object (a torchmetrics Metric, ~45 attributes): ~130 us a call, half the
+  cost of `self.log`, even when everything is already on that device.
+- `is_param_in_hook_signature`: asked on every step (does `training_step` take `batch_idx`?)
+  and on every `self.log` in training; it runs `inspect.getfullargspec` each time (~10 us).
+  A method's signature does not change during a run, so the answer is cached per function.
+- `_call_callback_hooks`: Lightning calls each of ~10 hooks a step on every callback, also
+  the hooks a callback leaves as `Callback`'s empty method (~1 us each; 6 callbacks here).
+  Those calls do nothing, so they are skipped (all calls go through when a profiler is on,
+  so its report still lists every hook).
+- `_call_lightning_module_hook` and `_call_strategy_hook`: about 20 calls a step, each formatting
+  a debug message and a profiler label first; without a profiler or debug logging, the hook is
+  just called.
+
+`apply()` installs them once per process (train() calls it). They are written against
+lightning 2.6 (pinned <2.7 in pyproject.toml); tests/test_lean.py runs the same fits with
+Lightning's originals and with these and compares what happened.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from contextlib import nullcontext
+
+import torch
+from lightning.pytorch import Callback
+from lightning.pytorch.callbacks import Checkpoint, EarlyStopping
+from lightning.pytorch.core import module as module_mod
+from lightning.pytorch.loops import evaluation_loop, training_epoch_loop
+from lightning.pytorch.loops import utilities as loop_utilities
+from lightning.pytorch.profilers import PassThroughProfiler
+from lightning.pytorch.trainer import call
+from lightning.pytorch.trainer.connectors.logger_connector import result
+
+ORIGINAL = {  # Lightning's own versions: tests compare against them, profiling falls back to them
+    "to": result._ResultMetric.to,
+    "signature": module_mod.is_param_in_hook_signature,
+    "callback_hooks": call._call_callback_hooks,
+    "module_hook": call._call_lightning_module_hook,
+    "strategy_hook": call._call_strategy_hook,
+}
+
+
+class NoProfiler(PassThroughProfiler):
+    """Lightning's default profiler without its cost: one shared no-op context for every hook.
+    `trainer.profiler=simple` still profiles."""
+
+    _idle = nullcontext()
+
+    def profile(self, action_name: str) -> nullcontext:
+        return self._idle
+
+
+def result_metric_to(self, *args, **kwargs):
+    """`_ResultMetric.to(device)`: nothing to move when its tensors are already on `device`."""
+    if len(args) == 1 and not kwargs and isinstance(args[0], torch.device):
+        state = self.__dict__
+        value, count = state.get("value"), state.get("cumulated_batch_size")
+        if (isinstance(value, torch.Tensor) and value.device == args[0]
+                and (count is None or (isinstance(count, torch.Tensor) and count.device == args[0]))):
+            return self
+    return ORIGINAL["to"](self, *args, **kwargs)
+
+
+@functools.lru_cache(maxsize=256)
+def _signature_answer(fx, param: str, explicit: bool, min_args) -> bool:
+    return ORIGINAL["signature"](fx, param, explicit, min_args)
+
+
+def is_param_in_hook_signature(hook_fx, param: str, explicit: bool = False, min_args: int | None = None) -> bool:
+    """Lightning's answer, asked once per (function, question): a bound method is keyed by its
+    function, so every step of a run asks about the same one."""
+    fx = getattr(hook_fx, "__func__", hook_fx)
+    try:
+        return _signature_answer(fx, param, explicit, min_args)
+    except TypeError:  # an unhashable callable: ask Lightning every time
+        return ORIGINAL["signature"](hook_fx, param, explicit, min_args)
+
+
+@functools.cache
+def inherited_empty_hooks(cls: type) -> frozenset[str]:
+    """The methods of Callback (all empty) that `cls` inherits without overriding."""
+    return frozenset(name for name, method in vars(Callback).items()
+                     if callable(method) and not name.startswith("_") and getattr(cls, name, None) is method)
+
+
+def call_callback_hooks(trainer, hook_name: str, *args, monitoring_callbacks: bool | None = None, **kwargs):
+    """Lightning's `_call_callback_hooks` (same order, same `_current_fx_name`), minus the calls to
+    callbacks whose `hook_name` is `Callback`'s empty method."""
+    if not isinstance(trainer.profiler, NoProfiler) or call.log.isEnabledFor(logging.DEBUG):
+        return ORIGINAL["callback_hooks"](trainer, hook_name, *args, monitoring_callbacks=monitoring_callbacks,
+                                          **kwargs)
+    pl_module = trainer.lightning_module
+    if pl_module:
+        prev_fx_name = pl_module._current_fx_name
+        pl_module._current_fx_name = hook_name
+    callbacks = trainer.callbacks
+    if monitoring_callbacks is True:
+        callbacks = [cb for cb in callbacks if isinstance(cb, (EarlyStopping, Checkpoint))]
+    elif monitoring_callbacks is False:
+        callbacks = [cb for cb in callbacks if not isinstance(cb, (EarlyStopping, Checkpoint))]
+    for callback in callbacks:
+        if hook_name in inherited_empty_hooks(type(callback)) and hook_name not in callback.__dict__:
+            continue  # Callback's empty method (an instance attribute, as LambdaCallback sets, counts)
+        fn = getattr(callback, hook_name)
+        if callable(fn):
+            fn(trainer, trainer.lightning_module, *args, **kwargs)
+    if pl_module:
+        pl_module._current_fx_name = prev_fx_name
+    return None
+
+
+def call_lightning_module_hook(trainer, hook_name: str, *args, pl_module=None, **kwargs):
+    """Lightning's `_call_lightning_module_hook` (about 15 calls a step) without formatting a debug
+    message and a profiler label that nobody reads."""
+    if not isinstance(trainer.profiler, NoProfiler) or call.log.isEnabledFor(logging.DEBUG):
+        return ORIGINAL["module_hook"](trainer, hook_name, *args, pl_module=pl_module, **kwargs)
+    pl_module = pl_module or trainer.lightning_module
+    if pl_module is None:
+        raise TypeError("No `LightningModule` is available to call hooks on.")
+    fn = getattr(pl_module, hook_name)
+    if not callable(fn):
+        return None
+    prev_fx_name = pl_module._current_fx_name
+    pl_module._current_fx_name = hook_name
+    output = fn(*args, **kwargs)
+    pl_module._current_fx_name = prev_fx_name
+    return output
+
+
+def call_strategy_hook(trainer, hook_name: str, *args, **kwargs):
+    """Lightning's `_call_strategy_hook` (training_step, backward, ...), the same way."""
+    if not isinstance(trainer.profiler, NoProfiler) or call.log.isEnabledFor(logging.DEBUG):
+        return ORIGINAL["strategy_hook"](trainer, hook_name, *args, **kwargs)
+    pl_module = trainer.lightning_module
+    prev_fx_name = pl_module._current_fx_name
+    pl_module._current_fx_name = hook_name
+    fn = getattr(trainer.strategy, hook_name)
+    if not callable(fn):
+        return None
+    output = fn(*args, **kwargs)
+    pl_module._current_fx_name = prev_fx_name
+    return output
+
+
+@functools.cache
+def apply() -> None:
+    """Installs the fixes above (once; later calls do nothing)."""
+    result._ResultMetric.to = result_metric_to
+    for namespace in (module_mod, training_epoch_loop, evaluation_loop, loop_utilities):
+        namespace.is_param_in_hook_signature = is_param_in_hook_signature
+    call._call_callback_hooks = call_callback_hooks
+    call._call_lightning_module_hook = call_lightning_module_hook
+    call._call_strategy_hook = call_strategy_hook
