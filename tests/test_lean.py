@@ -13,7 +13,7 @@ import pytest
 import torch
 from lightning.pytorch import Callback, callbacks, loggers
 from lightning.pytorch.trainer import call
-from lightning.pytorch.trainer.connectors.logger_connector.result import _Metadata, _ResultMetric
+from lightning.pytorch.trainer.connectors.logger_connector.result import _Metadata, _ResultMetric, _Sync
 from lightning.pytorch.utilities.signature_utils import is_param_in_hook_signature as lightning_answer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -74,7 +74,7 @@ class Recorder(Callback):
 
 def _recorded_fit() -> list:
     recorder, seen = Recorder(), []
-    lam = callbacks.LambdaCallback(on_after_backward=lambda trainer, pl_module: seen.append(pl_module._current_fx_name))
+    lam = callbacks.LambdaCallback(on_after_backward=lambda trainer, module: seen.append(module._current_fx_name))
     trainer = _fit([recorder, lam])
     weights = [p.detach().clone() for p in trainer.lightning_module.parameters()]
     return [recorder.calls, seen, weights]
@@ -116,6 +116,24 @@ def test_result_metric_to_is_lightnings_when_something_moves():
     assert moved.value.device.type == "meta" and moved.cumulated_batch_size.device.type == "meta"
 
 
+def test_result_metric_reset_leaves_what_lightnings_leaves():
+    states = []
+    for reset in (lean.result_metric_reset, lean.ORIGINAL["reset"]):
+        meta = _Metadata(fx="training_step", name="loss", on_step=True, on_epoch=False)
+        meta.sync = _Sync()
+        metric = _ResultMetric(meta, is_tensor=True)
+        metric.forward(torch.tensor(3.0), batch_size=2)  # as self.log does: state and forward cache set
+        assert metric._forward_cache is not None
+        reset(metric)
+        states.append(metric.__dict__)
+    ours, theirs = states
+    assert ours.keys() == theirs.keys()
+    for key in theirs:  # a torchmetrics release that resets more fails here
+        same = torch.equal(ours[key], theirs[key]) if isinstance(theirs[key], torch.Tensor) else (
+            key in ("meta", "update", "compute", "_update_signature") or ours[key] == theirs[key])
+        assert same, key
+
+
 def _steps(batch, batch_idx): ...
 def _batch_only(batch): ...
 def _varargs(*args): ...
@@ -152,8 +170,8 @@ def test_logger_flushes_at_most_every_save_every_s_and_always_at_the_end(tmp_pat
     flushes = {}
     for every in (3600, 0):
         logger = TensorBoardLogger(save_dir=str(tmp_path / str(every)), name="", version="", save_every_s=every)
-        flush = logger.experiment.flush
-        logger.experiment.flush = lambda every=every, flush=flush: (flushes.setdefault(every, []).append(1), flush())
+        flush, counted = logger.experiment.flush, flushes.setdefault(every, [])
+        logger.experiment.flush = lambda flush=flush, counted=counted: (counted.append(1), flush())
         for step in range(3):
             logger.log_metrics({"train/loss": 1.0 / (step + 1)}, step)
             logger.save()  # Lightning calls it after every logging step
