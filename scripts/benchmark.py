@@ -4,7 +4,7 @@ Run: python scripts/benchmark.py                      # the journal task and mak
      python scripts/benchmark.py --rows 100000        # a smaller large workload
      python scripts/benchmark.py --workload journal   # one workload only (journal or large)
      python scripts/benchmark.py --process --runs 5   # whole processes: train.py vs the journal script
-     python scripts/benchmark.py --workload journal callbacks.plots.every_n_epochs=0   # what a default costs
+     python scripts/benchmark.py --workload journal trainer.log_every_n_steps=1000   # what logging costs
      (or make benchmark ARGS="--rows 100000")
 
 Workloads (README "Speed"):
