@@ -8,7 +8,9 @@ from collections.abc import Mapping
 
 from lightning.pytorch import loggers
 from lightning.pytorch.utilities import rank_zero_only
+from tensorboard.compat.proto.summary_pb2 import Summary
 from torch import Tensor
+from torch.utils.tensorboard.summary import scalar
 
 
 class TensorBoardLogger(loggers.TensorBoardLogger):
@@ -31,9 +33,6 @@ class TensorBoardLogger(loggers.TensorBoardLogger):
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        from tensorboard.compat.proto.summary_pb2 import Summary
-        from torch.utils.tensorboard.summary import scalar
-
         values = {k: v.item() if isinstance(v, Tensor) and v.numel() == 1 else v for k, v in metrics.items()}
         if not all(isinstance(v, numbers.Real) for v in values.values()):  # dicts and the like: Lightning's way
             return super().log_metrics(metrics, step)
