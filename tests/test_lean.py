@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import inspect
 import textwrap
+import time
 from pathlib import Path
 
 import lightning.pytorch as L
@@ -178,6 +179,23 @@ def test_logger_flushes_at_most_every_save_every_s_and_always_at_the_end(tmp_pat
         assert len(flushes[every]) == (1 if every else 3)
         logger.finalize("success")
         assert [s for s, _ in _scalars(tmp_path / str(every))["train/loss"]] == [0, 1, 2]
+
+
+def test_logger_holds_events_until_a_save_writes_them_with_the_time_they_were_logged(tmp_path):
+    for every in (3600, 0):
+        run_dir = tmp_path / str(every)
+        logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="", save_every_s=every)
+        logger.save()  # the first save writes; with 3600, the next ones in the hour do not
+        logged_from = time.time()
+        logger.log_metrics({"train/loss": 0.5}, 9)
+        logged_to = time.time()
+        time.sleep(0.2)
+        logger.save()
+        assert ("train/loss" in _scalars(run_dir)) == (every == 0)
+        logger.finalize("success")
+        (event,) = EventAccumulator(str(run_dir)).Reload().Scalars("train/loss")
+        assert event.step == 9 and event.value == 0.5
+        assert logged_from <= event.wall_time <= logged_to  # not the time of the write, 0.2 s later
 
 
 @pytest.mark.parametrize("settings", [
