@@ -4,10 +4,12 @@ code does: the same fits are run with Lightning's originals and with them, and c
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 import textwrap
 import time
 from pathlib import Path
+from unittest.mock import Mock
 
 import lightning.pytorch as L
 import pytest
@@ -15,6 +17,7 @@ import torch
 from lightning.pytorch import Callback, callbacks, loggers
 from lightning.pytorch.trainer import call
 from lightning.pytorch.trainer.connectors.logger_connector.result import _Metadata, _ResultMetric, _Sync
+from lightning.pytorch.utilities.model_helpers import is_overridden as lightning_overridden
 from lightning.pytorch.utilities.signature_utils import is_param_in_hook_signature as lightning_answer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -223,3 +226,45 @@ def test_gradient_clipping_still_clips():
     trainer.fit(model, datamodule=ToyDataModule())
     step = torch.cat([(p.detach() - b).flatten() for p, b in zip(model.parameters(), before)])
     assert 0 < step.norm() <= 1e-3 * (1 + 1e-5)  # lr 1 times a gradient clipped to norm 1e-3
+
+
+@pytest.mark.parametrize("enum", lean.STAGE_ENUMS)
+def test_trainer_states_compare_as_lightnings(enum):
+    original = lean.ORIGINAL[f"{enum.__name__}.__eq__"]
+    assert enum.__eq__ is not original  # apply() installed the identity fast path
+    others = [member for cls in lean.STAGE_ENUMS for member in cls] + ["train", "TRAIN", "Fit", "x", None, 3]
+    for member in enum:
+        for other in others:
+            assert (member == other) == original(member, other), (member, other)
+        assert hash(member) == hash(member.value.lower())  # dicts and sets keyed by them still work
+
+
+class _Plain(L.LightningModule):
+    def training_step(self, batch, batch_idx): ...
+
+
+class _Transfers(_Plain):
+    def transfer_batch_to_device(self, batch, device, dataloader_idx): return batch
+
+
+def test_cached_is_overridden_is_lightnings():
+    assert lightning_overridden is lean.ORIGINAL["is_overridden"]
+    on_instance, mocked, partial_ = _Plain(), _Plain(), _Plain()
+    on_instance.transfer_batch_to_device = lambda batch, device, idx: batch  # set on the object itself
+    mocked.validation_step = Mock(wraps=_Transfers.transfer_batch_to_device)
+    partial_.on_after_batch_transfer = functools.partial(_Transfers.transfer_batch_to_device, None)
+    cases = [(name, obj) for obj in (_Plain(), _Transfers(), on_instance, mocked, partial_, ToyDataModule(),
+                                     callbacks.LambdaCallback(on_fit_start=lambda trainer, module: None), None)
+             for name in ("transfer_batch_to_device", "validation_step", "on_after_batch_transfer", "on_fit_start")
+             if obj is None or hasattr(obj, name)]
+    for name, obj in cases * 2:  # the second round answers from the cache
+        assert lean.is_overridden(name, obj) == lightning_overridden(name, obj), (name, obj)
+    assert lean.is_overridden("transfer_batch_to_device", on_instance) is True
+    assert lean.is_overridden("transfer_batch_to_device", _Plain()) is False
+    # a class changed during a run is a new key, not a stale answer
+    _Plain.transfer_batch_to_device = _Transfers.transfer_batch_to_device
+    try:
+        assert lean.is_overridden("transfer_batch_to_device", _Plain()) is True
+    finally:
+        del _Plain.transfer_batch_to_device
+    assert lean.is_overridden("transfer_batch_to_device", _Plain()) is False

@@ -23,6 +23,14 @@ returns exactly what Lightning's own code returns (tests/test_lean.py checks the
 - `_call_lightning_module_hook` and `_call_strategy_hook`: about 20 calls a step, each formatting
   a debug message and a profiler label first; without a profiler or debug logging, the hook is
   just called.
+- `is_overridden` (does the model or datamodule override this hook?): asked several times a step
+  (which object's `transfer_batch_to_device` to call, is there a `validation_step`), each time
+  unwrapping and comparing code objects. The answer is cached per (class, the class's method);
+  an object that sets the method on itself is asked every time, as Lightning does.
+- The trainer's stage checks (`trainer.training`, ~10 a step): Lightning's enums compare as
+  lower-cased strings (~1 us each). Two members of the same enum are equal only if they are the
+  same member (their lower-cased values differ), so that case is answered by identity; anything
+  else (a string, another enum) is compared as before.
 
 `apply()` installs them once per process (train() calls it). They are written against
 lightning 2.6 (pinned <2.7 in pyproject.toml); tests/test_lean.py runs the same fits with
@@ -39,11 +47,16 @@ import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import Checkpoint, EarlyStopping
 from lightning.pytorch.core import module as module_mod
-from lightning.pytorch.loops import evaluation_loop, training_epoch_loop
+from lightning.pytorch.loops import evaluation_loop, fit_loop, training_epoch_loop
 from lightning.pytorch.loops import utilities as loop_utilities
 from lightning.pytorch.profilers import PassThroughProfiler
-from lightning.pytorch.trainer import call
+from lightning.pytorch.trainer import call, states
+from lightning.pytorch.trainer import trainer as trainer_mod
+from lightning.pytorch.trainer.connectors import data_connector
 from lightning.pytorch.trainer.connectors.logger_connector import result
+from lightning.pytorch.utilities import model_helpers
+
+STAGE_ENUMS = (states.TrainerStatus, states.TrainerFn, states.RunningStage)
 
 ORIGINAL = {  # Lightning's own versions: tests compare against them, profiling falls back to them
     "to": result._ResultMetric.to,
@@ -52,6 +65,8 @@ ORIGINAL = {  # Lightning's own versions: tests compare against them, profiling 
     "callback_hooks": call._call_callback_hooks,
     "module_hook": call._call_lightning_module_hook,
     "strategy_hook": call._call_strategy_hook,
+    "is_overridden": model_helpers.is_overridden,
+    **{f"{cls.__name__}.__eq__": cls.__eq__ for cls in STAGE_ENUMS},
 }
 
 
@@ -176,6 +191,34 @@ def call_strategy_hook(trainer, hook_name: str, *args, **kwargs):
     return output
 
 
+_overridden: dict[tuple, bool] = {}
+
+
+def is_overridden(method_name: str, instance: object | None = None, parent: type | None = None) -> bool:
+    """Lightning's answer, asked once per (method, class, parent, the class's method): it depends on
+    nothing else unless the instance carries the method itself."""
+    if instance is None or method_name in getattr(instance, "__dict__", ()):
+        return ORIGINAL["is_overridden"](method_name, instance, parent)
+    cls = type(instance)
+    key = (method_name, cls, parent, getattr(cls, method_name, None))
+    try:
+        return _overridden[key]
+    except KeyError:
+        answer = _overridden[key] = ORIGINAL["is_overridden"](method_name, instance, parent)
+        return answer
+    except TypeError:  # an unhashable class attribute: ask Lightning every time
+        return ORIGINAL["is_overridden"](method_name, instance, parent)
+
+
+def stage_eq(original):
+    """`__eq__` for a trainer-state enum: two of its members by identity, anything else as before."""
+    def __eq__(self, other: object) -> bool:
+        if type(other) is type(self):
+            return self is other
+        return original(self, other)
+    return __eq__
+
+
 @functools.cache
 def apply() -> None:
     """Installs the fixes above (once; later calls do nothing)."""
@@ -186,3 +229,9 @@ def apply() -> None:
     call._call_callback_hooks = call_callback_hooks
     call._call_lightning_module_hook = call_lightning_module_hook
     call._call_strategy_hook = call_strategy_hook
+    for namespace in (trainer_mod, data_connector, evaluation_loop, fit_loop, call):
+        namespace.is_overridden = is_overridden
+    for cls in STAGE_ENUMS:
+        # identity equals equality only if no two members' values are equal in lower case
+        if len({member.value.lower() for member in cls}) == len(cls):
+            cls.__eq__ = stage_eq(ORIGINAL[f"{cls.__name__}.__eq__"])
