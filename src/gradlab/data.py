@@ -75,6 +75,9 @@ class TensorBatches:
         # One batch of every row on one process (full-batch gradient descent): its mean does not
         # depend on the row order, so the shuffle and its copy are skipped; rows stay in file order.
         idx = None if bs >= sampler.n and sampler.world_size == 1 else sampler.indices()
+        if idx is None and bs >= len(self.x):
+            yield self.x, self.y  # the whole split, as it is
+            return
         for start in range(0, len(sampler), bs):
             if idx is None:
                 yield self.x[start : start + bs], self.y[start : start + bs]

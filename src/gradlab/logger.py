@@ -10,7 +10,6 @@ from lightning.pytorch import loggers
 from lightning.pytorch.utilities import rank_zero_only
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torch import Tensor
-from torch.utils.tensorboard.summary import scalar
 
 
 class TensorBoardLogger(loggers.TensorBoardLogger):
@@ -43,8 +42,9 @@ class TensorBoardLogger(loggers.TensorBoardLogger):
         if not all(isinstance(v, numbers.Real) for v in values.values()):  # dicts and the like: Lightning's way
             return super().log_metrics(metrics, step)
         prefix = f"{self._prefix}{self.LOGGER_JOIN_CHAR}" if self._prefix else ""
-        # each value exactly as add_scalar writes it; all of them in one event
-        summary = Summary(value=[value for k, v in values.items() for value in scalar(prefix + k, v).value])
+        # each value as add_scalar writes it (torch's `scalar()`: a float in `simple_value`, without its
+        # numpy round trip); all of them in one event
+        summary = Summary(value=[Summary.Value(tag=prefix + k, simple_value=float(v)) for k, v in values.items()])
         self._pending.append((summary, step, time.time()))
         return None
 
