@@ -15,6 +15,7 @@ import lightning.pytorch as L
 import pytest
 import torch
 from lightning.pytorch import Callback, callbacks, loggers
+from lightning.pytorch.loops.optimization.automatic import ClosureResult
 from lightning.pytorch.trainer import call
 from lightning.pytorch.trainer.connectors.logger_connector.result import _Metadata, _ResultMetric, _Sync
 from lightning.pytorch.utilities.model_helpers import is_overridden as lightning_overridden
@@ -46,11 +47,21 @@ def _fit(callbacks_: list, profiler=None, **trainer_kwargs) -> L.Trainer:
 
 @pytest.fixture
 def lightning_originals(monkeypatch):
-    """Lightning's own dispatch, for the duration of a test."""
+    """Lightning's own code in place of every lean fix, for the duration of a test."""
     def use() -> None:
         monkeypatch.setattr(call, "_call_callback_hooks", lean.ORIGINAL["callback_hooks"])
         monkeypatch.setattr(call, "_call_lightning_module_hook", lean.ORIGINAL["module_hook"])
         monkeypatch.setattr(call, "_call_strategy_hook", lean.ORIGINAL["strategy_hook"])
+        monkeypatch.setattr(_ResultMetric, "to", lean.ORIGINAL["to"])
+        monkeypatch.setattr(_ResultMetric, "reset", lean.ORIGINAL["reset"])
+        lightning_closure_result = classmethod(lean.ORIGINAL["closure_result"])
+        monkeypatch.setattr(ClosureResult, "from_training_step_output", lightning_closure_result)
+        for cls in lean.STAGE_ENUMS:
+            monkeypatch.setattr(cls, "__eq__", lean.ORIGINAL[f"{cls.__name__}.__eq__"])
+        for namespace in lean.PATCHED_MODULES["is_overridden"]:
+            monkeypatch.setattr(namespace, "is_overridden", lean.ORIGINAL["is_overridden"])
+        for namespace in lean.PATCHED_MODULES["is_param_in_hook_signature"]:
+            monkeypatch.setattr(namespace, "is_param_in_hook_signature", lean.ORIGINAL["signature"])
     return use
 
 
@@ -268,3 +279,25 @@ def test_cached_is_overridden_is_lightnings():
     finally:
         del _Plain.transfer_batch_to_device
     assert lean.is_overridden("transfer_batch_to_device", _Plain()) is False
+
+
+@pytest.mark.parametrize("output, normalize", [
+    ("float", 1), ("float", 2), ("double", 1), ("dict", 1), ("int", 1), (None, 1)])
+def test_closure_result_is_lightnings(output, normalize):
+    results, grads = [], []
+    for make in (lean.closure_result, lean.ORIGINAL["closure_result"]):
+        dtype = torch.float64 if output == "double" else torch.float32
+        w = torch.tensor([0.3, -1.7], dtype=dtype, requires_grad=True)
+        loss = ((w * 3.1) ** 2).sum()
+        value = {"float": loss, "double": loss, "dict": {"loss": loss, "n": 4}, "int": torch.tensor(7), None: None}
+        results.append(make(ClosureResult, value[output], normalize))
+        if output not in ("int", None):
+            results[-1].closure_loss.backward()
+            grads.append(w.grad)
+    ours, theirs = results
+    for field in ("closure_loss", "loss"):
+        a, b = getattr(ours, field), getattr(theirs, field)
+        assert (a is None and b is None) or (torch.equal(a, b) and a.dtype == b.dtype), field
+    assert ours.extra == theirs.extra
+    if grads:
+        assert torch.equal(grads[0], grads[1])  # the same gradient, bit for bit
