@@ -15,6 +15,7 @@ import lightning.pytorch as L
 import pytest
 import torch
 from lightning.pytorch import Callback, callbacks, loggers
+from lightning.pytorch.core import hooks
 from lightning.pytorch.loops.optimization.automatic import ClosureResult
 from lightning.pytorch.trainer import call
 from lightning.pytorch.trainer.connectors.logger_connector.result import _Metadata, _ResultMetric, _Sync
@@ -54,6 +55,7 @@ def lightning_originals(monkeypatch):
         monkeypatch.setattr(call, "_call_strategy_hook", lean.ORIGINAL["strategy_hook"])
         monkeypatch.setattr(_ResultMetric, "to", lean.ORIGINAL["to"])
         monkeypatch.setattr(_ResultMetric, "reset", lean.ORIGINAL["reset"])
+        monkeypatch.setattr(hooks, "move_data_to_device", lean.ORIGINAL["move_data_to_device"])
         lightning_closure_result = classmethod(lean.ORIGINAL["closure_result"])
         monkeypatch.setattr(ClosureResult, "from_training_step_output", lightning_closure_result)
         for cls in lean.STAGE_ENUMS:
@@ -301,3 +303,26 @@ def test_closure_result_is_lightnings(output, normalize):
     assert ours.extra == theirs.extra
     if grads:
         assert torch.equal(grads[0], grads[1])  # the same gradient, bit for bit
+
+
+def _leaves(batch) -> list:
+    if isinstance(batch, dict):
+        return [leaf for value in batch.values() for leaf in _leaves(value)]
+    if isinstance(batch, (tuple, list)):
+        return [leaf for value in batch for leaf in _leaves(value)]
+    return [batch]
+
+
+def test_batches_already_on_the_device_are_lightnings():
+    x = torch.arange(6.0).reshape(3, 2)
+    batches = [(x, x[:, :1]), [x, x], (x, {"y": x}), (x, 3), x, (x.double(), x), ()]
+    lightning_move = lean.ORIGINAL["move_data_to_device"]
+    for batch in batches:
+        for device in (torch.device("cpu"), "cpu", torch.device("meta")):
+            ours, theirs = lean.move_data_to_device(batch, device), lightning_move(batch, device)
+            assert type(ours) is type(theirs) and len(_leaves(ours)) == len(_leaves(theirs))
+            for a, b, given in zip(_leaves(ours), _leaves(theirs), _leaves(batch)):
+                assert type(a) is type(b) and (a is given) == (b is given)  # the same objects kept
+                if isinstance(b, torch.Tensor):
+                    assert a.device == b.device and a.dtype == b.dtype and a.shape == b.shape
+    assert lean.move_data_to_device(batches[0], torch.device("cpu")) is batches[0]  # nothing rebuilt
