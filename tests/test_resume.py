@@ -89,3 +89,26 @@ def test_ctrl_c_then_resume_true_on_the_command_line_matches_an_uninterrupted_ru
         assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
     assert _event_dirs(tmp_path / "lightning_logs") == {run_dir}
     assert _curve(run_dir, "train/loss") == _curve(whole.run_dir, "train/loss")
+
+
+def _files(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize("change, said", [
+    (["data.n_features=3", "resume=true"], ["net.lin.weight is [1, 1] in the checkpoint and [1, 3] here",
+                                            "n_features=1 there, n_features=3 here"]),
+    (["model.bias=false", "ckpt_path=copy.ckpt"], ["the checkpoint has net.lin.bias",
+                                                  "bias=True there, bias=False here"]),
+])
+def test_a_checkpoint_the_config_cannot_take_exits_2_before_anything_is_written(tmp_path, change, said):
+    first = run_script("train.py", "trainer.max_epochs=3", "print_config=false", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    last = tmp_path / "lightning_logs" / "default" / "version_0" / "checkpoints" / "last.ckpt"
+    (tmp_path / "copy.ckpt").write_bytes(last.read_bytes())  # outside any run: would start a new run dir
+    before = _files(tmp_path)
+    proc = run_script("train.py", "trainer.max_epochs=6", "print_config=false", *change, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and all(s in proc.stderr for s in said), proc.stderr
+    assert "its weights do not fit the model this config builds" in proc.stderr
+    assert _files(tmp_path) == before  # no new run dir, no event file, no checkpoint touched

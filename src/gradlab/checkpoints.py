@@ -46,6 +46,28 @@ def load_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
+def check_fits(ckpt: dict, model: torch.nn.Module, path: str | Path) -> None:
+    """BadCheckpoint when the checkpoint's weights do not fit `model` (another number of features, a
+    bias where it had none, ...), said before Lightning starts a run it would stop with a traceback."""
+    saved = {k: list(v.shape) for k, v in ckpt["state_dict"].items() if isinstance(v, torch.Tensor)}
+    wanted = {k: list(v.shape) for k, v in model.state_dict().items()}
+    problems = [f"{k} is {saved[k]} in the checkpoint and {shape} here"
+                for k, shape in wanted.items() if k in saved and saved[k] != shape]
+    problems += [f"{k} is missing from the checkpoint" for k in wanted if k not in saved]
+    problems += [f"the checkpoint has {k}, which this model has not" for k in saved if k not in wanted]
+    if not problems:
+        return
+    theirs, ours = ckpt["hyper_parameters"], getattr(model, "hparams", {})
+    settings = [f"{k}={theirs[k]} there, {k}={ours[k]} here" for k in ("n_features", "bias")
+                if k in theirs and k in ours and theirs[k] != ours[k]]
+    raise BadCheckpoint(
+        f"{path}: its weights do not fit the model this config builds: {'; '.join(problems)}"
+        + (f" ({'; '.join(settings)})" if settings else "")
+        + ". Continue it with the data and model settings it was trained with (its run's config.yaml), "
+        "or start a new run without resume=true / ckpt_path"
+    )
+
+
 class ModelCheckpoint(callbacks.ModelCheckpoint):
     """Lightning's ModelCheckpoint with its `state_key` built once, not on every hook call, and
     no work at batch ends, epoch ends and validations where it cannot save.

@@ -19,7 +19,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from gradlab import lean, runs
-from gradlab.checkpoints import load_checkpoint
+from gradlab.checkpoints import check_fits, load_checkpoint
 from gradlab.config import check
 from gradlab.data import DataError
 from gradlab.interrupt import GracefulStop
@@ -70,14 +70,14 @@ def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> R
     dm.setup("fit")  # bad data fails here, before any run directory exists
     x_query = _query(cfg.predict_x, dm)  # so does a predict_x row of the wrong length
 
-    ckpt_path, run_dir, is_new = _resolve_run(cfg)
+    model = instantiate(cfg.model, n_features=dm.n_features, optimizer=instantiate(cfg.optimizer))
+    ckpt_path, run_dir, is_new = _resolve_run(cfg, model)  # a checkpoint that does not fit fails here
     if is_new and rank_zero_only.rank == 0:
         _save_config(cfg, run_dir)
     if cfg.print_config and rank_zero_only.rank == 0:
         _print_tree(cfg)
     say(f"gradlab: run directory {run_dir}")
 
-    model = instantiate(cfg.model, n_features=dm.n_features, optimizer=instantiate(cfg.optimizer))
     logger_cfg = cfg.get("logger")
     logger = instantiate(logger_cfg, save_dir=str(run_dir), name="", version="") if logger_cfg else False
     stopper = GracefulStop()
@@ -100,7 +100,7 @@ def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> R
         if stopper.signum is None and not trainer.fast_dev_run and trainer.current_epoch % (
             trainer.check_val_every_n_epoch or 1
         ):
-            # Validation runs every check_val_every_n_epoch (50 by default: one costs ~70 training
+            # Validation runs every check_val_every_n_epoch (200 by default: one costs ~20 training
             # epochs of the journal's model); the last epoch is always validated too, so val/* and
             # a sweep's score describe the final weights, however short the run.
             trainer.validate(model, datamodule=dm, verbose=False)
@@ -131,7 +131,7 @@ def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> R
     return RunResult(run_dir, "finished", metrics)
 
 
-def _resolve_run(cfg: DictConfig) -> tuple[Path | None, Path, bool]:
+def _resolve_run(cfg: DictConfig, model: L.LightningModule) -> tuple[Path | None, Path, bool]:
     """(checkpoint to resume from, run directory, whether the directory is new)."""
     ckpt = cfg.ckpt_path or ("last" if cfg.resume else None)
     if ckpt == "last":
@@ -141,11 +141,12 @@ def _resolve_run(cfg: DictConfig) -> tuple[Path | None, Path, bool]:
                 f"resume: no run of {cfg.name!r} with a checkpoint under {cfg.root_dir}/{cfg.name}/; "
                 "start one first (without resume=true), or give ckpt_path=PATH"
             )
-        load_checkpoint(last)  # a clear error for a corrupt file, before Lightning reads it
+        # a clear error for a corrupt file or one this model cannot take, before Lightning reads it
+        check_fits(load_checkpoint(last), model, last)
         return last, runs.run_dir_of(last), False
     if ckpt is not None:
         path = Path(ckpt)
-        load_checkpoint(path)
+        check_fits(load_checkpoint(path), model, path)
         owner = runs.run_dir_of(path)
         if owner is not None:
             return path, owner, False
