@@ -22,5 +22,4 @@ def main(cfg: DictConfig):
 
 
 if __name__ == "__main__":
-    main()
-    cli.exit_now(0)
+    cli.main(main)

@@ -40,5 +40,4 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    main()
-    cli.exit_now(0)
+    cli.main(main)

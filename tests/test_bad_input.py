@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 from conftest import CONF, make_cfg, run_script
 from hydra import compose, initialize_config_dir
+from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
+from gradlab import cli
 from gradlab.config import RULES, ConfigError, check, check_arguments
 from gradlab.data import DataError, read_csv
 
@@ -73,10 +75,10 @@ CONFIG_CASES = {
         ["data.n_samples=10"], 2, ["val split would hold 1 row", "at least 2"],
     ),
     # Hydra's own errors: before gradlab sees the config
-    "hydra: unknown group option": (["model=transformer"], 1, ["Could not find 'model/transformer'", "linear"]),
-    "hydra: unknown key": (["trainer.epochs=5"], 1, ["trainer.epochs"]),
-    "hydra: override syntax": (["optimizer.lr=[1"], 1, ["no viable alternative at input '[1'"]),
-    "hydra: a sweep without -m": (["optimizer.lr=0.1,0.01"], 1, ["--multirun"]),
+    "hydra: unknown group option": (["model=transformer"], 2, ["Could not find 'model/transformer'", "linear"]),
+    "hydra: unknown key": (["trainer.epochs=5"], 2, ["trainer.epochs"]),
+    "hydra: override syntax": (["optimizer.lr=[1"], 2, ["no viable alternative at input '[1'"]),
+    "hydra: a sweep without -m": (["optimizer.lr=0.1,0.01"], 2, ["--multirun"]),
 }
 
 # file name -> (file content, extra overrides, phrases). The target column is always "y".
@@ -237,3 +239,35 @@ def test_a_gpu_trainer_without_a_gpu_is_refused_before_a_run_directory():
     else:
         with pytest.raises(ConfigError, match="no GPU that torch can use"):
             check_arguments(cfg)
+
+
+class _Exited(Exception):
+    pass
+
+
+def _hydra_reports(error: Exception):
+    """What Hydra's run_and_report does with an error: print it, then sys.exit(1) inside the except."""
+    def hydra_main():
+        try:
+            raise error
+        except Exception:
+            raise SystemExit(1)  # noqa: B904 (Hydra's own way: the error stays as the context)
+    return hydra_main
+
+
+def test_main_exits_2_for_a_command_line_hydra_refuses_and_keeps_every_other_code(monkeypatch):
+    def exit_now(code):
+        raise _Exited(code)
+    monkeypatch.setattr(cli, "exit_now", exit_now)
+    with pytest.raises(_Exited) as refused:
+        cli.main(_hydra_reports(MissingConfigException("Could not find 'model/transformer'", "model/transformer")))
+    assert refused.value.args == (2,)
+    with pytest.raises(SystemExit) as unexpected:  # a job's unexpected error: Hydra's exit 1 stands
+        cli.main(_hydra_reports(ValueError("boom")))
+    assert unexpected.value.code == 1
+    with pytest.raises(SystemExit) as helped:  # --help, --cfg job
+        cli.main(lambda: (_ for _ in ()).throw(SystemExit(0)))
+    assert helped.value.code == 0
+    with pytest.raises(_Exited) as done:
+        cli.main(lambda: 0.5)
+    assert done.value.args == (0,)

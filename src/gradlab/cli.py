@@ -5,7 +5,7 @@ Exit codes: 0 done; 2 bad config, data or checkpoint (a one-paragraph message, n
 unless HYDRA_FULL_ERROR=1); 3 training diverged; 128 + signal number when interrupted
 (130 for Ctrl-C, 143 for SIGTERM); 1 anything unexpected (with its traceback). Hydra's own
 errors (an unknown group option or key, bad override syntax) come before any of this: Hydra
-prints a one-paragraph message and exits 1.
+prints a one-paragraph message, and `main()` turns its exit 1 into 2.
 """
 
 from __future__ import annotations
@@ -25,6 +25,23 @@ from gradlab.config import ConfigError, check, check_arguments
 
 class BadCheckpoint(ValueError):
     """A checkpoint file that is not a gradlab checkpoint, or is corrupt or unsafe to load."""
+
+
+def main(hydra_main: Callable[[], Any]) -> NoReturn:
+    """Runs a script's `@hydra.main` function and exits. Hydra answers a command line it cannot
+    compose (`model=transformer`, `trainer.epochs=5`, `optimizer.lr=[1`) with its one-paragraph
+    message and sys.exit(1); that is a bad config like any other here, so it exits 2. Hydra's other
+    exits (an unexpected error in a job, reported with its traceback) keep their code."""
+    from hydra.errors import CompactHydraException
+
+    try:
+        hydra_main()
+    except SystemExit as e:
+        # Hydra exits while handling the exception it reported: that one is the context
+        if e.code == 1 and isinstance(e.__context__, CompactHydraException):
+            exit_now(2)
+        raise
+    exit_now(0)
 
 
 def run(job: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
