@@ -20,6 +20,7 @@ from gradlab.data import DataError, read_csv
 # except those marked "imports": they need the classes (a `+key` no constructor takes) or the data.
 CONFIG_CASES = {
     "lr_negative": (["optimizer.lr=-1"], 2, ["optimizer.lr=-1", "a number > 0"]),
+    "unread top-level key": (["+sead=3"], 2, ["bad config key sead", "would be ignored", "seed, predict_x"]),
     "lr_zero": (["optimizer.lr=0"], 2, ["optimizer.lr=0", "a number > 0"]),
     "lr_not_a_number": (["optimizer.lr=fast"], 2, ["optimizer.lr='fast'", "a number > 0"]),
     "epochs_zero": (["trainer.max_epochs=0"], 2, ["trainer.max_epochs=0", "an integer >= 1"]),

@@ -171,6 +171,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 
 def check(cfg: DictConfig) -> None:
     """Raises ConfigError naming the first bad key, its value and what is allowed."""
+    _check_top_level(cfg)
     for key, (ok, allowed) in RULES.items():
         try:
             node = OmegaConf.select(cfg, key, throw_on_missing=True)
@@ -182,6 +183,30 @@ def check(cfg: DictConfig) -> None:
         if not ok(value):
             raise ConfigError(_message(key, value, allowed))
     _check_combinations(cfg)
+
+
+def _check_top_level(cfg: DictConfig) -> None:
+    """A top-level key added on the command line with `+` (`+sead=3`): Hydra accepts it, nothing in
+    gradlab reads it (it reads the keys of its YAML), and the run would go on as if it were not
+    there. Keys added under a group (`+trainer.profiler=simple`) go to that group's class, which
+    check_arguments asks."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():  # composed by a test or the benchmark, not a command line
+        return
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
+    # `+key` only: Hydra refuses it for a key the YAML has, so each is new (`++key` may set one it has)
+    added = {o.key_or_group for o in overrides if o.is_add() and "." not in o.key_or_group}
+    for key in cfg:
+        if key in added:
+            allowed = ", ".join(k for k in cfg if k not in added)
+            raise ConfigError(
+                f"bad config key {key}: nothing in gradlab reads a top-level key {key!r}, so +{key} would be "
+                f"ignored. Top-level keys of this config: {allowed}. Fix the spelling, or drop the key. "
+                "Nothing was run and no run directory was created."
+            )
 
 
 def _check_combinations(cfg: DictConfig) -> None:
