@@ -18,7 +18,7 @@ from gradlab import cli
 
 
 def _train(cfg: DictConfig) -> float:
-    from gradlab.models import Diverged
+    from gradlab.callbacks import Diverged
     from gradlab.train import train  # heavy (torch, Lightning): only after the config is checked
 
     try:

@@ -192,7 +192,7 @@ def test_hydra_full_error_shows_the_traceback(tmp_path):
 def test_a_good_csv_with_a_byte_order_mark_reads_its_first_column(tmp_path):
     path = tmp_path / "excel.csv"
     path.write_text("\ufeffx,y\n1,2\n3,4\n5,6\n", encoding="utf-8")
-    x, y = read_csv(str(path), "y", ["x"])  # the first column is 'x', not '\ufeffx'
+    x, y, _ = read_csv(str(path), "y", ["x"])  # the first column is 'x', not '\ufeffx'
     assert x[:, 0].tolist() == [1, 3, 5] and y.tolist() == [2, 4, 6]
 
 

@@ -13,8 +13,7 @@ import pytest
 import torch
 from conftest import run_script
 
-from gradlab.checkpoints import load_checkpoint
-from gradlab.cli import BadCheckpoint
+from gradlab.checkpoints import BadCheckpoint, load_checkpoint
 
 PLAIN = (str, int, float, bool, type(None), torch.Tensor)
 

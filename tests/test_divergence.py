@@ -7,9 +7,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import lightning.pytorch as L
 import pytest
 import torch
 from conftest import make_cfg, run_script
+from hydra.utils import instantiate
+from oracles import journal_loop
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from gradlab.data import RegressionDataModule
@@ -18,23 +21,18 @@ LR = 10.0
 
 
 def _journal_weights_until_the_loss_is_not_finite() -> list[tuple[torch.Tensor, torch.Tensor, float]]:
-    """Oracle: the journal's plain loop at lr=10; (w, b, loss) after 0, 1, 2, ... updates."""
+    """Oracle: the journal's plain loop at lr=10 from gradlab's initial weights; (w, b, loss) after
+    0, 1, 2, ... updates, the loss measured at those weights."""
     cfg = make_cfg("experiment=journal_regression")
     dm = RegressionDataModule(**{k: v for k, v in cfg.data.items() if k != "_target_"})
     dm.setup()
     x, y = dm.splits["train"]  # all 100 rows: the journal has no held-out data
-    torch.manual_seed(cfg.seed)  # gradlab seeds the same way before building the model
-    model = torch.nn.Linear(1, 1)
-    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
-    path = []
-    while True:
-        loss = torch.nn.functional.mse_loss(model(x), y)
-        path.append((model.weight.detach().clone(), model.bias.detach().clone(), loss.item()))
-        if not math.isfinite(loss.item()):
-            return path
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+    L.seed_everything(cfg.seed, verbose=False)  # train() seeds so before it builds the model
+    model = instantiate(cfg.model, n_features=1, optimizer=None)
+    w0, b0 = model.coefficients()
+    history = journal_loop(x, y, w0, b0, LR, 10_000, stop_at_non_finite=True)
+    # entry i + 1 holds the weights after i updates with the loss at them: shift to (w_i, b_i, loss_i)
+    return [(w, b, loss) for (w, b, _), (_, _, loss) in zip(history, history[1:])]
 
 
 def test_a_too_high_learning_rate_stops_at_once_and_keeps_only_finite_checkpoints(tmp_path):

@@ -18,7 +18,7 @@ from gradlab.evaluate import evaluate
 from gradlab.predict import predict
 from gradlab.train import train
 
-METRICS = ("test/mse", "test/mae", "test/r2")
+METRICS = ("test/loss", "test/mae", "test/r2")
 
 
 def _scalars(log_dir: Path) -> dict[str, float]:
@@ -34,7 +34,7 @@ def _config(app: str, *overrides: str):
 
 
 def _printed(stdout: str, key: str) -> float:
-    return float(re.search(rf"{re.escape(key)} (\S+?)[,\n]", stdout).group(1))
+    return float(re.search(rf"{re.escape(key)}(?: \(\w+\))? (\S+?)[,\n]", stdout).group(1))
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +57,21 @@ def test_eval_of_the_last_run_reports_the_training_runs_own_test_metrics(trained
     for key in METRICS:
         assert evaluated[key] == training[key], key
         assert _printed(proc.stdout, key) == pytest.approx(training[key], rel=1e-7), key
-    step = EventAccumulator(str(run_dir / "eval")).Reload().Scalars("test/mse")[0].step
+    step = EventAccumulator(str(run_dir / "eval")).Reload().Scalars("test/loss")[0].step
     assert step == 30  # the checkpoint's global step: 30 full-batch epochs
+
+    # oracle: sklearn's metrics of the checkpoint's weights on the same test split
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    from gradlab.data import RegressionDataModule
+
+    dm = RegressionDataModule(seed=42)
+    dm.setup()
+    x, y = (t.double().numpy() for t in dm.splits["test"])
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    pred = x @ state["net.lin.weight"].double().numpy().T + state["net.lin.bias"].double().numpy()
+    for key, metric in zip(METRICS, (mean_squared_error, mean_absolute_error, r2_score)):
+        assert _printed(proc.stdout, key) == pytest.approx(metric(y, pred), rel=1e-5), key
 
 
 def test_eval_of_a_corrupt_checkpoint_exits_2_and_names_the_file(trained, tmp_path):

@@ -10,6 +10,7 @@ import lightning.pytorch as L
 import numpy as np
 import pytest
 import torch
+from oracles import journal_loop
 
 from gradlab.data import RegressionDataModule, ToyDataModule
 from gradlab.models import LinearRegressor
@@ -29,9 +30,9 @@ class RecordWeights(L.Callback):
         self.biases: list[torch.Tensor | None] = []
 
     def _record(self, pl_module) -> None:
-        lin = pl_module.net.lin
-        self.weights.append(lin.weight.detach().clone())
-        self.biases.append(None if lin.bias is None else lin.bias.detach().clone())
+        weight, bias = pl_module.coefficients()
+        self.weights.append(weight.clone())
+        self.biases.append(None if bias is None else bias.clone())
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._record(pl_module)
@@ -60,27 +61,6 @@ def _fit(optimization: str, data: str, bias: bool, batch_size: int | None, epoch
     return dm, record
 
 
-def _plain_loop(x, y, w0, b0, lr, epochs, batch_size):
-    """The journal's autograd loop, with tensors: forward, MSE, backward, w -= lr * grad, zero."""
-    w = w0.clone().requires_grad_(True)  # (1, F)
-    b = None if b0 is None else b0.clone().requires_grad_(True)  # (1,)
-    params = [p for p in (w, b) if p is not None]
-    bs = batch_size or len(x)
-    history = [(w.detach().clone(), None if b is None else b.detach().clone())]
-    for _ in range(epochs):
-        for start in range(0, len(x), bs):
-            xb, yb = x[start : start + bs], y[start : start + bs]
-            y_predicted = xb @ w.T + (b if b is not None else 0)  # (B, 1)
-            loss = ((y_predicted - yb) ** 2).mean()
-            loss.backward()
-            with torch.no_grad():
-                for p in params:
-                    p -= p.grad * lr
-                    p.grad.zero_()
-        history.append((w.detach().clone(), None if b is None else b.detach().clone()))
-    return history
-
-
 CASES = [
     # data, bias, batch size, epochs
     pytest.param("toy", False, None, 40, id="toy-no-bias"),
@@ -99,11 +79,11 @@ def test_three_paths_and_a_plain_torch_loop_agree_after_every_epoch(data, bias, 
     assert len(auto.weights) == epochs + 1  # the start and one entry per epoch
 
     x, y = dm.splits["train"]
-    oracle = _plain_loop(x, y, auto.weights[0], auto.biases[0], LR, epochs, batch_size)
+    oracle = journal_loop(x, y, auto.weights[0], auto.biases[0], LR, epochs, batch_size)
     for path in PATHS:
         record = runs[path][1]
         torch.testing.assert_close(record.weights[0], auto.weights[0], rtol=0, atol=0)  # same init
-        for epoch, (w_ref, b_ref) in enumerate(oracle):
+        for epoch, (w_ref, b_ref, _) in enumerate(oracle):
             torch.testing.assert_close(record.weights[epoch], w_ref, **TIGHT,
                                        msg=lambda m, p=path, e=epoch: f"{p}, epoch {e}: {m}")
             if bias:
@@ -118,10 +98,13 @@ def test_three_paths_and_a_plain_torch_loop_agree_after_every_epoch(data, bias, 
 def test_paths_agree_with_adam_too():
     """analytic only writes .grad: any optimiser then steps from it as from autograd's gradient."""
     adam = partial(torch.optim.Adam, lr=0.1)
-    weights = {p: _fit(p, "regression", True, None, 20, adam)[1].weights for p in PATHS}
-    for path in ("manual", "analytic"):
-        for epoch, (w, w_auto) in enumerate(zip(weights[path], weights["automatic"])):
-            torch.testing.assert_close(w, w_auto, **TIGHT, msg=lambda m, p=path, e=epoch: f"{p} {e}: {m}")
+    runs = {p: _fit(p, "regression", True, None, 20, adam) for p in PATHS}
+    dm, auto = runs["automatic"]
+    x, y = dm.splits["train"]
+    oracle = journal_loop(x, y, auto.weights[0], auto.biases[0], 0.1, 20, optimizer=torch.optim.Adam)
+    for path in PATHS:
+        for epoch, (w, (w_ref, _, _)) in enumerate(zip(runs[path][1].weights, oracle)):
+            torch.testing.assert_close(w, w_ref, **TIGHT, msg=lambda m, p=path, e=epoch: f"{p} {e}: {m}")
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -135,7 +118,7 @@ def test_analytic_gradient_equals_autograd_and_the_numpy_formula(bias):
     autograd = [p.grad.clone() for p in lin.parameters()]
     model.zero_grad()
     with torch.no_grad():
-        model._write_mse_gradient(x, y, model(x))
+        model.write_gradient(x, y, model(x))
     analytic = [p.grad.clone() for p in lin.parameters()]
 
     # numpy, float64: dJ/dw = (2/N) X^T (Xw + b - y), dJ/db = (2/N) sum(Xw + b - y)

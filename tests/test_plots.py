@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_cfg
+from oracles import journal_loop
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from gradlab.data import ToyDataModule
@@ -72,21 +73,6 @@ def test_plotting_is_headless_and_leaves_no_figure_open(tmp_path):
     assert plt.get_fignums() == []  # every figure closed once logged or saved
 
 
-def _journal_w_path(epochs: int, lr: float = 0.01) -> list[float]:
-    """w before and after each epoch of the journal's autograd loop."""
-    x = torch.tensor([1, 2, 3, 4], dtype=torch.float32)
-    y = 2 * x
-    w = torch.tensor(0.0, requires_grad=True)
-    path = [w.item()]
-    for _ in range(epochs):
-        ((w * x - y) ** 2).mean().backward()
-        with torch.no_grad():
-            w -= w.grad * lr
-        w.grad.zero_()
-        path.append(w.item())
-    return path
-
-
 def test_loss_surface_draws_the_path_the_journals_gradient_descent_took(tmp_path):
     plots = FitPlots(every_n_epochs=0)  # 0: pictures at the end only
     model = LinearRegressor(1, optimizer=partial(torch.optim.SGD, lr=0.01), bias=False, init="zeros",
@@ -95,7 +81,9 @@ def test_loss_surface_draws_the_path_the_journals_gradient_descent_took(tmp_path
                         default_root_dir=tmp_path, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0)
     trainer.fit(model, datamodule=ToyDataModule())
-    np.testing.assert_allclose(plots.w_path, _journal_w_path(12), rtol=1e-6, atol=1e-7)
+    x, y = torch.tensor([[1.0], [2.0], [3.0], [4.0]]), torch.tensor([[2.0], [4.0], [6.0], [8.0]])
+    journal = [w.item() for w, _, _ in journal_loop(x, y, torch.zeros(1, 1), None, 0.01, 12)]
+    np.testing.assert_allclose(plots.w_path, journal, rtol=1e-6, atol=1e-7)
     assert plots.saved == {"fit": tmp_path / "fit.png", "loss_surface": tmp_path / "loss_surface.png"}
     for path in plots.saved.values():
         _assert_png(path)

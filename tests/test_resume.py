@@ -51,7 +51,7 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
     assert _event_dirs(logs / "resumed") == {resumed.run_dir}
     assert _curve(resumed.run_dir, "train/loss") == _curve(whole.run_dir, "train/loss")
     assert _curve(resumed.run_dir, "val/loss") == _curve(whole.run_dir, "val/loss")
-    assert resumed.metrics["test/mse"] == whole.metrics["test/mse"]
+    assert resumed.metrics["test/loss"] == whole.metrics["test/loss"]
     checkpoints = sorted(p.name for p in (resumed.run_dir / "checkpoints").iterdir())
     assert checkpoints[-1] == "last.ckpt" and checkpoints[0].startswith("best-epoch=")  # best on val/loss
 

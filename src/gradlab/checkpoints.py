@@ -1,6 +1,7 @@
 """Loading checkpoints safely: torch.load(weights_only=True) only, so a malicious file cannot
-run code, and a clear error for anything that is not a readable gradlab checkpoint. Also the
-ModelCheckpoint that runs write them with (conf/callbacks/default.yaml)."""
+run code, and a clear error for anything that is not a readable gradlab checkpoint. The model a
+checkpoint holds is rebuilt through the model interface (gradlab.models), by the class its run
+recorded (`RecordModelClass`)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,23 @@ import pickle
 import warnings
 from pathlib import Path
 
+import lightning.pytorch as L
 import torch
-from lightning.pytorch import callbacks
-
-from gradlab.cli import BadCheckpoint
 
 REQUIRED = ("state_dict", "hyper_parameters")
+MODEL_CLASS = "gradlab_model_class"  # the checkpoint key RecordModelClass writes
+OLDEST_MODEL = "gradlab.models.LinearRegressor"  # the only model before the key existed
+
+
+class BadCheckpoint(ValueError):
+    """A checkpoint file that is not a gradlab checkpoint, or is corrupt or unsafe to load."""
+
+
+class RecordModelClass(L.Callback):
+    """Writes the model's class into every checkpoint, so eval.py and predict.py rebuild that class."""
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint[MODEL_CLASS] = f"{type(pl_module).__module__}.{type(pl_module).__qualname__}"
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -58,8 +70,8 @@ def check_fits(ckpt: dict, model: torch.nn.Module, path: str | Path) -> None:
     if not problems:
         return
     theirs, ours = ckpt["hyper_parameters"], getattr(model, "hparams", {})
-    settings = [f"{k}={theirs[k]} there, {k}={ours[k]} here" for k in ("n_features", "bias")
-                if k in theirs and k in ours and theirs[k] != ours[k]]
+    settings = [f"{k}={theirs[k]} there, {k}={ours[k]} here" for k in ours
+                if k in theirs and theirs[k] != ours[k]]
     raise BadCheckpoint(
         f"{path}: its weights do not fit the model this config builds: {'; '.join(problems)}"
         + (f" ({'; '.join(settings)})" if settings else "")
@@ -68,44 +80,32 @@ def check_fits(ckpt: dict, model: torch.nn.Module, path: str | Path) -> None:
     )
 
 
-class ModelCheckpoint(callbacks.ModelCheckpoint):
-    """Lightning's ModelCheckpoint with its `state_key` built once, not on every hook call, and
-    no work at batch ends, epoch ends and validations where it cannot save.
+def restore_model(ckpt: dict, path: str | Path) -> L.LightningModule:
+    """The model a checkpoint holds, in eval mode on the CPU, without an optimiser.
 
-    With a profiler on, Lightning formats each callback's state_key for every hook it calls on it
-    (about 8 a step); ModelCheckpoint's is the repr of its settings, ~3 us each time. Its settings
-    never change after __init__, and the class name is the same, so the key, and every checkpoint,
-    is exactly what Lightning's would be (tests/test_lean.py compares the files saved).
+    Its class is one of gradlab's own (a checkpoint names it, and nothing outside gradlab is
+    imported for it); its constructor gets the stored hyperparameters.
     """
+    from hydra.utils import get_class
 
-    @property
-    def state_key(self) -> str:
-        key = self.__dict__.get("_state_key")
-        if key is None:
-            key = self.__dict__["_state_key"] = super().state_key
-        return key
+    name = ckpt.get(MODEL_CLASS, OLDEST_MODEL)
+    try:
+        if not (isinstance(name, str) and name.startswith("gradlab.")):
+            raise ImportError
+        cls = get_class(name)
+        if not (issubclass(cls, L.LightningModule) and hasattr(cls, "coefficients")):
+            raise ImportError
+    except Exception:
+        raise BadCheckpoint(f"{path}: it names the model class {name!r}, which is not a gradlab model "
+                            "(gradlab.models and the classes in conf/model/)") from None
+    try:
+        model = cls(**ckpt["hyper_parameters"], optimizer=_no_optimizer)
+        model.load_state_dict(ckpt["state_dict"])
+    except (TypeError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise BadCheckpoint(f"{path}: its model does not match gradlab's {cls.__name__} ({first})") from None
+    return model.eval()
 
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if not self._nothing_to_save(trainer):
-            super().on_train_epoch_end(trainer, pl_module)
 
-    def on_validation_end(self, trainer, pl_module) -> None:
-        if not self._nothing_to_save(trainer):
-            super().on_validation_end(trainer, pl_module)
-
-    def _nothing_to_save(self, trainer) -> bool:
-        """Whether Lightning's epoch-end and validation-end methods would save nothing now.
-
-        They first deep-copy every logged metric (~0.1-0.7 ms), then look at the epoch: off a
-        checkpoint epoch, with nothing deferred, no checkpoint saved at this step and no
-        save_last="link", they do nothing else.
-        """
-        off_epoch = self._every_n_epochs < 1 or (trainer.current_epoch + 1) % self._every_n_epochs != 0
-        return (off_epoch and not self._defer_save_until_validation and self.save_last != "link"
-                and self._last_global_step_saved != trainer.global_step)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        # Lightning's checks for step- and time-based saving run after each batch (~3 us); with
-        # neither every_n_train_steps nor train_time_interval set they always end in "skip".
-        if self._every_n_train_steps >= 1 or self._train_time_interval is not None:
-            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+def _no_optimizer(params):
+    raise RuntimeError("a restored model is for evaluation and prediction; train with scripts/train.py")

@@ -81,7 +81,7 @@ def _batches(v: Any) -> bool:  # Lightning's limit_*_batches: a count or a fract
 
 
 SEED_MAX = 2**32 - 1  # numpy's (and so Lightning's seed_everything's) limit
-METRICS = ("val/loss", "val/mse", "val/mae", "val/r2", "train/loss", "train/mse", "train/mae", "train/r2")
+METRICS = ("val/loss", "val/mae", "val/r2", "train/loss")
 
 
 # key -> (check, what is allowed). A key absent from the composed config is not checked.
@@ -153,7 +153,6 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     # logger
     "logger.default_hp_metric": (_bool, "true or false"),
     "logger.log_graph": (_bool, "true or false"),
-    "logger.save_every_s": (_ge(0), "a number of seconds >= 0"),
     # callbacks
     "callbacks.checkpoint.monitor": (_optional(_one_of(*METRICS)), "null or one of " + ", ".join(METRICS)),
     "callbacks.checkpoint.mode": (_one_of("min", "max"), "'min' or 'max'"),

@@ -108,7 +108,6 @@ class TensorDataModule(L.LightningDataModule):
         self.batch_size, self.shuffle = batch_size, shuffle
         self.standardize, self.seed = standardize, seed
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
-        self._optimum: dict[bool, dict] = {}  # least_squares, per bias
         self.x_mean: list[float] | None = None
         self.x_std: list[float] | None = None
 
@@ -196,33 +195,6 @@ class TensorDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> TensorBatches:
         return self._loader("test", False)
 
-    def least_squares(self, bias: bool = True) -> dict:
-        """The closed-form optimum on the training split, in float64: coefficients and its MSE.
-
-        Computed once per split (cached) from a QR factorisation built 16k rows at a time, so a
-        large split is never copied whole into float64: [X 1 y] = QR, then the least-squares
-        solution of R's top-left block (gelsd: rank-deficient safe, as on the whole matrix).
-        """
-        if bias in self._optimum:
-            return self._optimum[bias]
-        x, y = self.splits["train"]
-        r = None
-        for start in range(0, len(x), 16384):
-            cols = [x[start : start + 16384].double(), y[start : start + 16384].double()]  # (m, F), (m, 1)
-            if bias:
-                cols.insert(1, torch.ones(len(cols[0]), 1, dtype=torch.float64))
-            block = torch.cat(cols, 1) if r is None else torch.cat([r, torch.cat(cols, 1)])
-            r = torch.linalg.qr(block, mode="r").R  # [X 1 y] = Q r, r upper-triangular
-        k = x.shape[1] + bias  # the unknowns: one weight per feature (and the intercept)
-        sol = torch.linalg.lstsq(r[:, :k], r[:, k:], driver="gelsd").solution  # (k, 1)
-        residual = r @ torch.cat([sol, -torch.ones(1, 1, dtype=sol.dtype)])  # |R [c; -1]| = |Xc - y|
-        self._optimum[bias] = {
-            "coef": sol[: x.shape[1], 0].tolist(),
-            "intercept": sol[-1, 0].item() if bias else 0.0,
-            "mse": (residual**2).sum().item() / len(x),
-        }
-        return self._optimum[bias]
-
 
 class ToyDataModule(TensorDataModule):
     """The journal's toy data: X = [1, 2, 3, 4], Y = 2X, all of it used for training."""
@@ -237,7 +209,7 @@ class ToyDataModule(TensorDataModule):
 
 
 class RegressionDataModule(TensorDataModule):
-    """sklearn's make_regression, as in the journal's last lesson (see `make_regression_splits`)."""
+    """sklearn's make_regression, as in the journal's last lesson."""
 
     def __init__(
         self,
@@ -257,60 +229,11 @@ class RegressionDataModule(TensorDataModule):
         self.noise, self.random_state = noise, random_state
         self.save_hyperparameters(logger=False)
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
-        parts = self.split_rows(self.n_samples)
-        self._set_splits(make_regression_splits(parts, self.n_feat, self.noise, self.random_state))
+    def load(self) -> tuple[np.ndarray, np.ndarray]:
+        from sklearn import datasets
 
-
-def make_regression_splits(
-    parts: dict[str, Tensor], n_features: int, noise: float, random_state: int, chunk: int = 16384
-) -> dict[str, tuple[Tensor, Tensor]]:
-    """sklearn's `make_regression(len(rows), n_features, noise=noise, random_state=random_state)`
-    cast to float32, its rows written straight into the splits (`parts`: split -> row numbers).
-
-    The same numbers as sklearn's (tests/test_fast_paths.py compares them bit for bit), without its
-    float64 copies: sklearn peaks at two float64 copies of X while it shuffles rows and columns (4x
-    the float32 data; 1.5 GB for 1,000,000 x 100), where this holds X once, in float32, plus
-    `chunk` rows in float64.
-    It replays sklearn's steps on the same RandomState: X is drawn row-major from a normal, then
-    the ground truth, the noise, and the row and column permutations. y needs the ground truth,
-    drawn after X, so X is drawn twice: once to advance the generator, once to keep.
-    """
-    n = sum(len(rows) for rows in parts.values())
-    rs = np.random.RandomState(random_state)  # what sklearn's check_random_state(int) makes
-    start = rs.get_state()
-    for r0 in range(0, n, chunk):
-        rs.standard_normal(size=(min(chunk, n - r0), n_features))
-    n_informative = min(n_features, 10)  # make_regression's defaults: 10 informative, 1 target, bias 0
-    truth = np.zeros((n_features, 1))
-    truth[:n_informative] = 100 * rs.uniform(size=(n_informative, 1))
-    noise_y = rs.normal(scale=noise, size=(n, 1)) if noise > 0 else None
-    row_order = np.arange(n)
-    rs.shuffle(row_order)  # sklearn's shuffle: row i of its output is drawn row row_order[i]
-    col_order = np.arange(n_features)
-    rs.shuffle(col_order)
-    # where each drawn row ends up: which split, at which position
-    split_of, position = np.empty(n, np.int8), np.empty(n, np.int64)
-    names = list(parts)
-    for i, name in enumerate(names):
-        rows = parts[name].numpy()
-        split_of[row_order[rows]], position[row_order[rows]] = i, np.arange(len(rows))
-    out = {name: (torch.empty(len(parts[name]), n_features), torch.empty(len(parts[name]), 1)) for name in names}
-    rs.set_state(start)
-    for r0 in range(0, n, chunk):
-        x = rs.standard_normal(size=(min(chunk, n - r0), n_features))  # (m, F) float64, as sklearn
-        y = np.dot(x, truth) + 0.0  # (m, 1); sklearn's `+ bias`
-        if noise_y is not None:
-            y += noise_y[r0 : r0 + len(x)]
-        x = x[:, col_order]
-        for i, name in enumerate(names):
-            mine = split_of[r0 : r0 + len(x)] == i
-            where = position[r0 : r0 + len(x)][mine]
-            out[name][0].numpy()[where] = x[mine]  # float64 -> float32: the cast gradlab applies
-            out[name][1].numpy()[where] = y[mine]
-    return out
+        return datasets.make_regression(n_samples=self.n_samples, n_features=self.n_feat, noise=self.noise,
+                                        random_state=self.random_state)
 
 
 class DiabetesDataModule(TensorDataModule):
@@ -353,18 +276,52 @@ class CsvDataModule(TensorDataModule):
         super().__init__(val_fraction, test_fraction, batch_size, shuffle, standardize, seed)
         self.path, self.target = path, target
         self.features = list(features) if features is not None else None
+        self.feature_names: list[str] | None = None  # the columns the model takes, in its order
         self.save_hyperparameters(logger=False)
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
-        return read_csv(self.path, self.target, self.features)
+        x, y, self.feature_names = read_csv(self.path, self.target, self.features)
+        return x, y
+
+    def state_dict(self) -> dict:
+        # predict.py takes a new file's features by these names, in any column order
+        return {**super().state_dict(), "feature_names": self.feature_names}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.feature_names = state.get("feature_names")
 
 
-def read_csv(path: str, target: str, features: list[str] | None) -> tuple[np.ndarray, np.ndarray]:
-    """Reads a numeric CSV into (X, y), naming the file, row and column of anything bad."""
+def read_csv(path: str, target: str, features: list[str] | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Reads a numeric CSV into (X, y, the feature columns' names), naming the file, row and column
+    of anything bad."""
+    header, numbered = read_table(path, "data.path")
+    if features is not None:
+        if target in features:
+            raise DataError(f"{path}: data.features lists the target column {target!r}; list only inputs")
+        if len(set(features)) != len(features):
+            raise DataError(f"{path}: data.features={features} names a column twice")
+    wanted = [target] + (features if features is not None else [h for h in header if h != target])
+    for col, key in zip(wanted, ["data.target"] + ["data.features"] * (len(wanted) - 1)):
+        require_column(path, header, col, key)
+    if len(wanted) < 2:
+        raise DataError(f"{path}: no feature columns besides the target {target!r}; columns are {header}")
+    if len(numbered) < 2:
+        found = "only a header row" if not numbered else "1 data row"
+        raise DataError(f"{path}: {found}; at least 2 data rows are needed to fit a line")
+    data = numbers(path, header, numbered, wanted)
+    return data[:, 1:], data[:, 0], wanted[1:]
+
+
+def read_table(path: str, key: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """A CSV file's header and its non-blank data rows, each with the line an editor shows it on.
+
+    `key` names the setting that gave the path, for the error messages (data.path, input).
+    """
     p = Path(path)
     if not p.is_file():
         what = "a directory, not a file" if p.is_dir() else "no such file"
-        raise DataError(f"data.path={path!r}: {what}; give the path of a CSV file with a header row")
+        raise DataError(f"{key}={str(path)!r}: {what}; give the path of a CSV file with a header row")
     try:
         with p.open(newline="", encoding="utf-8-sig") as f:  # -sig: Excel's byte-order mark is not a name
             reader = csv.reader(f)
@@ -374,32 +331,28 @@ def read_csv(path: str, target: str, features: list[str] | None) -> tuple[np.nda
     except csv.Error as e:
         raise DataError(f"{path}: not a readable CSV file ({e})") from None
     numbered = [(n, r) for n, r in numbered if any(cell.strip() for cell in r)]  # blank lines carry nothing
-    rows = [r for _, r in numbered]
-    if not rows:
-        raise DataError(f"{path}: the file is empty; it needs a header row and at least 2 data rows")
-    header = [h.strip() for h in rows[0]]
-    _check_header(path, header)
-    if features is not None:
-        if target in features:
-            raise DataError(f"{path}: data.features lists the target column {target!r}; list only inputs")
-        if len(set(features)) != len(features):
-            raise DataError(f"{path}: data.features={features} names a column twice")
-    wanted = [target] + (features if features is not None else [h for h in header if h != target])
-    for col, key in zip(wanted, ["data.target"] + ["data.features"] * (len(wanted) - 1)):
-        if col not in header:
-            close = difflib.get_close_matches(col, header, n=1, cutoff=0.6) or [
-                h for h in header if h.lower() == col.lower()
-            ]
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise DataError(f"{path}: no column {col!r} ({key}); the columns are {header}{hint}")
-    if len(wanted) < 2:
-        raise DataError(f"{path}: no feature columns besides the target {target!r}; columns are {header}")
-    if len(rows) < 3:
-        found = "only a header row" if len(rows) == 1 else "1 data row"
-        raise DataError(f"{path}: {found}; at least 2 data rows are needed to fit a line")
+    if not numbered:
+        raise DataError(f"{path}: the file is empty; it needs a header row and data rows")
+    header = [h.strip() for h in numbered[0][1]]
+    _check_header(str(path), header)
+    return header, numbered[1:]
+
+
+def require_column(path: str, header: list[str], col: str, key: str) -> int:
+    """The position of column `col` in `header`, or a DataError naming the columns there are."""
+    if col in header:
+        return header.index(col)
+    close = difflib.get_close_matches(col, header, n=1, cutoff=0.6)
+    close = close or [h for h in header if h.lower() == col.lower()]
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise DataError(f"{path}: no column {col!r} ({key}); the columns are {header}{hint}")
+
+
+def numbers(path: str, header: list[str], numbered: list[tuple[int, list[str]]], wanted: list[str]) -> np.ndarray:
+    """The `wanted` columns of the rows as float64, (rows, len(wanted)); a bad cell is named."""
     cols = [header.index(c) for c in wanted]
-    data = np.empty((len(rows) - 1, len(cols)), dtype=np.float64)
-    for i, (line, row) in enumerate(numbered[1:]):
+    data = np.empty((len(numbered), len(cols)), dtype=np.float64)
+    for i, (line, row) in enumerate(numbered):
         if len(row) != len(header):
             raise DataError(f"{path}, line {line}: {len(row)} cells, but the header has {len(header)}")
         for j, c in enumerate(cols):
@@ -413,8 +366,14 @@ def read_csv(path: str, target: str, features: list[str] | None) -> tuple[np.nda
                 raise DataError(f"{where}: {cell!r} is not a number") from None
             if not math.isfinite(value):
                 raise DataError(f"{where}: {cell!r} is not finite; remove or fill the row")
+            if abs(value) > FLOAT32_MAX:
+                raise DataError(f"{where}: {cell!r} does not fit a float32 (at most about 3.4e38 in size); "
+                                "rescale the column")
             data[i, j] = value
-    return data[:, 1:], data[:, 0]
+    return data
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _check_header(path: str, header: list[str]) -> None:

@@ -18,12 +18,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 
 from gradlab import data, runs
-from gradlab.checkpoints import load_checkpoint
-from gradlab.cli import BadCheckpoint
+from gradlab.checkpoints import BadCheckpoint, load_checkpoint, restore_model
 from gradlab.data import DataError, TensorDataModule
-from gradlab.models import LinearRegressor
-
-REPORTED = ("test/mse", "test/mae", "test/r2")
 
 # the answer is one line: no GPU/TPU notices or tips from Lightning around it
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
@@ -34,7 +30,7 @@ warnings.filterwarnings("ignore", message=".*GPU available but not used.*")  # a
 @dataclass
 class Restored:
     path: Path
-    model: LinearRegressor  # in eval mode, on the CPU
+    model: L.LightningModule  # a gradlab model (see gradlab.models), in eval mode, on the CPU
     dm: TensorDataModule  # not set up (no data read yet), but transform() already standardises
     step: int  # the checkpoint's global step
 
@@ -58,17 +54,11 @@ def restore(path: Path) -> Restored:
     """The trained model and its (not yet loaded) datamodule, from a checkpoint file."""
     ckpt = load_checkpoint(path)
     dm = _datamodule(ckpt, path)
-    try:
-        model = LinearRegressor(**ckpt["hyper_parameters"], optimizer=_no_optimizer)
-        model.load_state_dict(ckpt["state_dict"])
-    except (TypeError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0]
-        raise BadCheckpoint(f"{path}: its model does not match gradlab's LinearRegressor ({first})") from None
-    return Restored(path, model.eval(), dm, int(ckpt.get("global_step", 0)))
+    return Restored(path, restore_model(ckpt, path), dm, int(ckpt.get("global_step", 0)))
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Runs the test stage on the checkpoint's test split; prints and logs test MSE, MAE, R2."""
+    """Runs the test stage on the checkpoint's test split; prints and logs the model's test metrics."""
     path = find_checkpoint(cfg.ckpt_path, cfg.root_dir, cfg.name)
     restored = restore(path)
     dm = restored.dm
@@ -90,7 +80,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     logger.finalize("success")
 
     n_test = len(dm.splits["test"][0])
-    shown = ", ".join(f"{k} {metrics[k]:.8g}" for k in REPORTED)
+    loss_name = getattr(restored.model, "loss_name", "")
+    shown = ", ".join(f"{k}{f' ({loss_name})' if k == 'test/loss' else ''} {v:.8g}" for k, v in metrics.items())
     print(f"gradlab: {path} on its test split ({n_test} rows): {shown}\n"
           f"gradlab: logged to {log_dir} (tensorboard --logdir {log_dir})")
     return metrics
@@ -115,7 +106,3 @@ def _datamodule(ckpt: dict, path: Path) -> TensorDataModule:
 
 def _arguments(dm: TensorDataModule) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in dm.hparams.items())
-
-
-def _no_optimizer(params):
-    raise RuntimeError("a restored model is for evaluation and prediction; train with scripts/train.py")

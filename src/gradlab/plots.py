@@ -61,12 +61,12 @@ class FitPlots(L.Callback):
 
     @staticmethod
     def _one_weight(pl_module: L.LightningModule) -> bool:
-        lin = pl_module.net.lin
-        return lin.weight.numel() == 1 and lin.bias is None
+        weight, bias = pl_module.coefficients()
+        return weight.numel() == 1 and bias is None
 
     @staticmethod
     def _w(pl_module: L.LightningModule) -> float:
-        return pl_module.net.lin.weight.detach().item()
+        return pl_module.coefficients()[0].item()
 
     @staticmethod
     def _log(trainer: L.Trainer, tag: str, fig) -> None:

@@ -11,36 +11,44 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from gradlab.data import CsvDataModule, DataError
+from gradlab.data import CsvDataModule, DataError, numbers, read_table, require_column
 from gradlab.evaluate import find_checkpoint, restore
 
 
 def predict(cfg: DictConfig) -> Path:
-    """Writes cfg.output: the inputs and a `prediction` column; prints them for inputs given as x."""
+    """Writes cfg.output: the inputs and the model's output columns; prints them for inputs given as x."""
     if (cfg.x is None) == (cfg.input is None):
         raise DataError("give the inputs either on the command line (x=[5,7]) or as a CSV file (input=FILE)")
     restored = restore(find_checkpoint(cfg.ckpt_path, cfg.root_dir, cfg.name))
-    n_features = restored.model.net.lin.in_features
+    n_features = restored.model.hparams.n_features
     if cfg.x is not None:
         header, cells, rows = _from_command_line(cfg.x, n_features, restored.dm)
     else:
-        header, cells, rows = _from_csv(Path(cfg.input), n_features, restored.dm)
+        header, cells, rows = _from_csv(str(cfg.input), n_features, restored.dm)
 
     x = restored.dm.transform(torch.tensor(rows, dtype=torch.float32))  # (Q, F), as in training
-    with torch.no_grad():
-        y = restored.model(x)[:, 0].tolist()  # (Q,)
+    columns = {name: values.tolist() for name, values in restored.model.outputs(x).items()}  # each (Q,)
 
     out = Path(cfg.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow([*header, "prediction"])
-        writer.writerows([*row, f"{p:.9g}"] for row, p in zip(cells, y))  # 9 digits: float32 exactly
+        writer.writerow([*header, *columns])
+        for i, row in enumerate(cells):  # 9 digits: a float32 exactly
+            writer.writerow([*row, *(_cell(values[i]) for values in columns.values())])
     if cfg.x is not None:
-        for value, p in zip(_values(cfg.x), y):
-            print(f"Prediction: f({_shown(value)}) = {p:.8g}")
-    print(f"gradlab: {len(y)} prediction(s) from {restored.path} written to {out}")
+        for i, value in enumerate(_values(cfg.x)):
+            shown = ", ".join(f"{name} {_cell(values[i])}" for name, values in columns.items())
+            if list(columns) == ["prediction"]:
+                shown = f"{float(columns['prediction'][i]):.8g}"
+            print(f"Prediction: f({_shown(value)}) = {shown}")
+    n = len(next(iter(columns.values())))
+    print(f"gradlab: {n} prediction(s) from {restored.path} written to {out}")
     return out
+
+
+def _cell(value) -> str:
+    return f"{value:.9g}" if isinstance(value, float) else str(value)
 
 
 def _values(x) -> list:
@@ -72,38 +80,25 @@ def _from_command_line(x, n_features: int, dm) -> tuple[list[str], list[list[str
     return header, [[f"{c:g}" for c in row] for row in rows], rows
 
 
-def _from_csv(path: Path, n_features: int, dm) -> tuple[list[str], list[list[str]], list[list[float]]]:
-    """The CSV's rows as they are, and the model's feature columns of them as numbers."""
-    if not path.is_file():
-        raise DataError(f"input={str(path)!r}: no such file; give a CSV file with a header row")
-    with path.open(newline="") as f:
-        table = [r for r in csv.reader(f) if any(c.strip() for c in r)]
-    if len(table) < 2:
+def _from_csv(path: str, n_features: int, dm) -> tuple[list[str], list[list[str]], list[list[float]]]:
+    """The CSV's rows as they are, and the model's feature columns of them (by name) as numbers."""
+    header, numbered = read_table(path, "input")
+    if not numbered:
         raise DataError(f"{path}: it needs a header row and at least one data row")
-    header = [h.strip() for h in table[0]]
     wanted = _feature_names(dm)
-    if wanted is None:  # all columns, but the training target if the file has it
+    if wanted is None:  # every column of the training file but its target
         target = dm.target if isinstance(dm, CsvDataModule) else None
         wanted = [h for h in header if h != target]
-    missing = [c for c in wanted if c not in header]
-    if missing or len(wanted) != n_features:
-        raise DataError(
-            f"{path}: the model takes {n_features} feature column(s)"
-            + (f" named {wanted}" if _feature_names(dm) else "")
-            + f", but the columns are {header}" + (f" (missing {missing})" if missing else "")
-        )
-    cols = [header.index(c) for c in wanted]
-    rows = []
-    for line, cells in enumerate(table[1:], start=2):
-        try:
-            row = [float(cells[c]) for c in cols]
-        except (ValueError, IndexError):
-            row = []
-        if len(row) != len(cols) or not all(map(math.isfinite, row)):
-            raise DataError(f"{path}, line {line}: the feature cells of {cells} are not all finite numbers")
-        rows.append(row)
-    return header, table[1:], rows
+        if len(wanted) != n_features:
+            raise DataError(f"{path}: the model takes {n_features} feature column(s), but the columns "
+                            f"are {header}")
+    for col in wanted:
+        require_column(path, header, col, "a feature the model was trained on")
+    return header, [row for _, row in numbered], numbers(path, header, numbered, wanted).tolist()
 
 
 def _feature_names(dm) -> list[str] | None:
-    return list(dm.features) if isinstance(dm, CsvDataModule) and dm.features is not None else None
+    """The training file's feature columns, by name, where the checkpoint's data came from a CSV."""
+    if not isinstance(dm, CsvDataModule):
+        return None
+    return list(dm.features) if dm.features is not None else dm.feature_names

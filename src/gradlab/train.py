@@ -9,6 +9,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import lightning.pytorch as L
 import torch
@@ -18,15 +19,15 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from gradlab import lean, runs
-from gradlab.checkpoints import check_fits, load_checkpoint
+from gradlab import runs
+from gradlab.callbacks import Diverged, DivergenceGuard
+from gradlab.checkpoints import RecordModelClass, check_fits, load_checkpoint
 from gradlab.config import check
 from gradlab.data import DataError
 from gradlab.interrupt import GracefulStop
-from gradlab.models import Diverged
 
 # Full-batch runs have one batch per epoch, fewer than log_every_n_steps; logging is by step
-# across epochs here (see LinearRegressor.training_step), so this warning does not apply.
+# across epochs here, so this warning does not apply.
 warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
 # Data is served as in-memory tensors, not through DataLoader workers.
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -48,7 +49,7 @@ logging.getLogger("lightning").propagate = False
 @dataclass
 class RunResult:
     run_dir: Path
-    status: str  # "finished", "interrupted" or "diverged"
+    status: Literal["finished", "interrupted"]
     metrics: dict[str, float] = field(default_factory=dict)
     signum: int | None = None
 
@@ -59,8 +60,7 @@ def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> R
     `datamodule`: an already built one to use instead of `cfg.data` (scripts/benchmark.py shares
     one between gradlab and its plain loop, so a large dataset is held in memory once).
     """
-    check(cfg)
-    lean.apply()  # Lightning's per-step bookkeeping, cheaper (see lean.py)
+    check(cfg)  # the CLI checked already; this is for callers that compose a config themselves
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     started = time.perf_counter()
     say = rank_zero_only(print)
@@ -81,7 +81,9 @@ def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> R
     logger_cfg = cfg.get("logger")
     logger = instantiate(logger_cfg, save_dir=str(run_dir), name="", version="") if logger_cfg else False
     stopper = GracefulStop()
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + [stopper]
+    # what every run needs, whatever the config: clean stops, finite checkpoints, restorable files
+    always = [stopper, DivergenceGuard(), RecordModelClass()]
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + always
     progress = cfg.trainer.enable_progress_bar
     trainer: L.Trainer = instantiate(
         cfg.trainer,
@@ -89,7 +91,6 @@ def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> R
         callbacks=callbacks,
         default_root_dir=str(run_dir),
         enable_progress_bar=_isatty() if progress is None else progress,
-        profiler=cfg.trainer.get("profiler") or lean.NoProfiler(),
     )
 
     say(_predictions("before training", model, x_query, cfg.predict_x))
@@ -120,11 +121,11 @@ def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> R
         _log_hparams(trainer, cfg, {"hp/val_loss": _metric(trainer, "val/loss")})
         return RunResult(run_dir, "interrupted", _metrics(trainer), stopper.signum)
 
-    fit_metrics = {**_metrics(trainer), "train/final_mse": _train_mse(model, dm)}
+    fit_metrics = {**_metrics(trainer), "train/final_loss": _train_loss(model, dm)}
     test_metrics = trainer.test(model, datamodule=dm, verbose=False, weights_only=True)[0]
     metrics = {**fit_metrics, **test_metrics}
     _log_hparams(trainer, cfg, {f"hp/{k.replace('/', '_')}": v for k, v in metrics.items()
-                                if k.startswith(("val/", "test/")) or k == "train/final_mse"})
+                                if k.startswith(("val/", "test/")) or k == "train/final_loss"})
 
     say(_predictions("after training", model, x_query, cfg.predict_x))
     say(_report(model, dm, trainer, metrics, run_dir, time.perf_counter() - started))
@@ -218,11 +219,11 @@ def _metrics(trainer: L.Trainer) -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
-def _train_mse(model, dm) -> float:
-    """The training loss after the last update (logged train/mse is measured before updates)."""
+def _train_loss(model, dm) -> float:
+    """The training loss after the last update (the logged train/loss is measured before each)."""
     x, y = dm.splits["train"]
     with torch.no_grad():
-        return torch.nn.functional.mse_loss(model(x.to(model.device)), y.to(model.device)).item()
+        return model.criterion(model(x.to(model.device)), y.to(model.device)).item()
 
 
 def _metric(trainer: L.Trainer, key: str) -> float:
@@ -262,20 +263,25 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 
 def _report(model, dm, trainer: L.Trainer, metrics: dict, run_dir: Path, seconds: float) -> str:
-    lin = model.net.lin
-    bias = lin.bias is not None
-    best = dm.least_squares(bias=bias)
+    """The end of a run: the learned coefficients next to the best fit's, the final loss, where it went."""
+    best = model.best_fit(*dm.splits["train"])
+    weight, bias = model.coefficients()
+    lines = [f"Coefficients learned:       {_coefficients(weight, bias)}"]
+    if best is not None:
+        lines.append(f"Coefficients least squares: {_coefficients(best['weight'], best['bias'])}")
+    optimum = f" (least squares: {_loss_text(best['loss'])})" if best is not None else ""
+    lines.append(f"Final loss (train {model.loss_name}): {metrics['train/final_loss']:.8g}{optimum}")
+    shown = ", ".join(f"{k} {metrics[k]:.6g}" for k in ("val/loss", "test/loss", "test/r2") if k in metrics)
+    lines.append(f"gradlab: finished {trainer.current_epoch} epochs in {seconds:.1f} s; {shown}; "
+                 f"run dir {run_dir} (tensorboard --logdir {run_dir.parent.parent})")
+    return "\n".join(lines)
 
-    def coefs(w: list[float], b: float) -> str:
-        text = "w = " + (f"{w[0]:.8g}" if len(w) == 1 else "[" + ", ".join(f"{v:.6g}" for v in w) + "]")
-        return text + (f", b = {b:.8g}" if bias else "")
 
-    learned_b = float(lin.bias.detach().cpu()) if bias else 0.0
-    shown = ", ".join(f"{k} {metrics[k]:.6g}" for k in ("val/loss", "test/mse", "test/r2") if k in metrics)
-    return "\n".join([
-        f"Coefficients learned:       {coefs(lin.weight.detach().cpu()[0].tolist(), learned_b)}",
-        f"Coefficients least squares: {coefs(best['coef'], best['intercept'])}",
-        f"Final loss (train MSE): {metrics['train/final_mse']:.8g} (least squares: {best['mse']:.8g})",
-        f"gradlab: finished {trainer.current_epoch} epochs in {seconds:.1f} s; {shown}; "
-        f"run dir {run_dir} (tensorboard --logdir {run_dir.parent.parent})",
-    ])
+def _loss_text(loss: float) -> str:
+    return "0" if abs(loss) < 1e-20 else f"{loss:.8g}"  # below 1e-20 it is float64 rounding of 0
+
+
+def _coefficients(weight: torch.Tensor, bias: torch.Tensor | None) -> str:
+    w = weight.detach().cpu().flatten().tolist()
+    text = "w = " + (f"{w[0]:.8g}" if len(w) == 1 else "[" + ", ".join(f"{v:.6g}" for v in w) + "]")
+    return text + (f", b = {float(bias.flatten()[0]):.8g}" if bias is not None else "")

@@ -1,0 +1,108 @@
+"""Monitoring that is not the lesson: divergence, and the distance to the best fit.
+
+Both work through the model interface (gradlab.models) and the datamodule's `splits`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import lightning.pytorch as L
+import torch
+from torch import Tensor
+
+
+class Diverged(RuntimeError):
+    """The loss stopped being finite: training cannot recover from it."""
+
+
+def _loss(outputs) -> Tensor | None:
+    loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+    return loss if isinstance(loss, Tensor) else None
+
+
+class DivergenceGuard(L.Callback):
+    """Stops the run at the first non-finite loss, naming its step; no checkpoint holds one.
+
+    On the CPU a loss is checked as it comes (reading it costs nothing). On a GPU reading it would
+    make the host wait for the device every step, so the first bad step is recorded on the device
+    and read at logging steps, before each validation and before each checkpoint is written.
+    """
+
+    def __init__(self) -> None:
+        self._first_bad: Tensor | None = None  # on the device: the first non-finite step, or inf
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._first_bad = torch.tensor(math.inf, device=pl_module.device)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = _loss(outputs)
+        if loss is None:
+            return
+        step = trainer.global_step - 1  # the optimizer step this loss was computed for
+        if loss.device.type == "cpu":
+            if not math.isfinite(loss.item()):
+                raise Diverged(self._message(trainer, "training", loss.item(), step))
+            return
+        bad = torch.where(torch.isfinite(loss.detach()), math.inf, float(step))
+        torch.minimum(self._first_bad, bad, out=self._first_bad)
+        if trainer.global_step % trainer.log_every_n_steps == 0:
+            self._check(trainer)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check(trainer)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        # the batch's loss once more (validation is rare): Lightning logs the epoch's metrics
+        # right after the last batch, with no hook between, and an infinite val/loss would
+        # reach TensorBoard and ModelCheckpoint's ranking
+        x, y = batch
+        with torch.no_grad():
+            loss = pl_module.criterion(pl_module(x), y)
+        if not trainer.sanity_checking and not torch.isfinite(loss):
+            raise Diverged(self._message(trainer, "val", loss.item(), trainer.global_step))
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        self._check(trainer)  # raising here stops the file from being written
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check(trainer)
+
+    def _check(self, trainer: L.Trainer) -> None:
+        if self._first_bad is not None and math.isfinite(step := float(self._first_bad)):
+            raise Diverged(self._message(trainer, "training", math.nan, int(step)))
+
+    @staticmethod
+    def _message(trainer: L.Trainer, stage: str, value: float, step: int) -> str:
+        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
+        advice = f"try optimizer.lr={lr / 10:g}" if lr else "try a smaller optimizer.lr"
+        value_text = f"became {value}" if not math.isnan(value) or stage != "training" else "stopped being finite"
+        return (
+            f"the {stage} loss {value_text} at epoch {trainer.current_epoch} (step {step})"
+            + (f" with optimizer.lr={lr:g}" if lr else "")
+            + f"; the learning rate is probably too high for this data: {advice} (10x smaller)"
+        )
+
+
+class GapToBestFit(L.Callback):
+    """Logs train/gap, the training loss minus the best the model can do on the training split.
+
+    The best fit comes from the model (`best_fit`, e.g. least squares). Logged on the steps the
+    model logs train/loss, so both curves share their points; a log-scale chart of it shows how
+    fast gradient descent converges, which train/loss alone cannot.
+    """
+
+    def __init__(self) -> None:
+        self.best: dict | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        splits = getattr(trainer.datamodule, "splits", None)
+        if splits and hasattr(pl_module, "best_fit"):
+            self.best = pl_module.best_fit(*splits["train"])
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = _loss(outputs)
+        logging_step = trainer.global_step % trainer.log_every_n_steps == 0 or trainer.fast_dev_run
+        if self.best is not None and loss is not None and logging_step:
+            pl_module.log("train/gap", loss.detach() - self.best["loss"])
