@@ -14,7 +14,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from gradlab import cli
+from gradlab import cli, runs
+
+runs.register_resolvers()  # the sweep job folder names of conf/train.yaml
 
 
 def _train(cfg: DictConfig) -> float:

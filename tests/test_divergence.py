@@ -78,7 +78,7 @@ def _tensorboard(run_dir: Path) -> tuple[dict, str]:
     scalars = {tag: events.Scalars(tag) for tag in events.Tags()["scalars"]}
     not_finite = [(tag, e.step, e.value) for tag, es in scalars.items() for e in es if not math.isfinite(e.value)]
     assert not_finite == []
-    status = events.Tensors("run/status/text_summary")
+    status = events.Tensors("run/summary/text_summary")
     assert len(status) == 1
     return scalars, status[0].tensor_proto.string_val[0].decode()
 

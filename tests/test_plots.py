@@ -5,6 +5,7 @@ every few epochs, so the step slider shows the line moving onto the data."""
 from __future__ import annotations
 
 from functools import partial
+from types import SimpleNamespace
 
 import lightning.pytorch as L
 import matplotlib.image
@@ -45,9 +46,9 @@ def test_one_weight_run_saves_both_pngs_and_logs_the_fit_every_few_epochs(tmp_pa
     images = _images(run_dir)
     assert set(images) == {"plots/fit", "plots/loss_surface"}
     fits = images["plots/fit"]
-    assert [e.step for e in fits] == [2, 4, 6]  # every 2nd epoch (one step each), not every epoch
+    assert [e.step for e in fits] == [0, 2, 4, 6]  # before training, then every 2nd epoch (one step each)
     assert all(e.encoded_image_string[:8] == PNG_MAGIC for e in fits)
-    assert len({e.encoded_image_string for e in fits}) == 3  # the line moves between steps
+    assert len({e.encoded_image_string for e in fits}) == 4  # the line moves between steps
     assert [e.step for e in images["plots/loss_surface"]] == [6]  # once, at the end
 
 
@@ -60,7 +61,7 @@ def test_models_with_a_bias_or_several_features_get_the_fit_but_no_loss_surface(
     assert not (run_dir / "loss_surface.png").exists()
     images = _images(run_dir)
     assert set(images) == {"plots/fit"}
-    assert [e.step for e in images["plots/fit"]] == [2, 4]
+    assert [e.step for e in images["plots/fit"]] == [0, 2, 4]
 
 
 def test_plotting_is_headless_and_leaves_no_figure_open(tmp_path):
@@ -107,3 +108,27 @@ def test_fit_picture_is_a_line_over_the_points_or_predicted_against_actual(n_fea
     assert len(points.get_xdata()) == len(dm.splits["train"][0])  # one marker per training row
     assert len(line.get_xdata()) == (len(points.get_xdata()) if n_features == 1 else 2)
     plt.close(fig)
+
+
+def test_fit_pictures_of_a_run_share_their_axes_and_name_epoch_w_b_and_loss(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from gradlab.data import RegressionDataModule
+
+    dm = RegressionDataModule()
+    dm.setup()
+    model = LinearRegressor(1, optimizer=partial(torch.optim.SGD, lr=0.01))
+    plots = FitPlots(every_n_epochs=1)
+    trainer = SimpleNamespace(datamodule=dm)
+    before = plots.fit_figure(trainer, model, 0, plots)
+    with torch.no_grad():
+        model.net.lin.weight.fill_(80.0)
+    after = plots.fit_figure(trainer, model, 10, plots)
+    (ax0,), (ax1,) = before.axes, after.axes
+    assert ax0.get_xlim() == ax1.get_xlim() and ax0.get_ylim() == ax1.get_ylim()  # fixed axes
+    x, y = dm.splits["train"]
+    assert ax0.get_ylim()[0] < float(y.min()) and ax0.get_ylim()[1] > float(y.max())  # all the data shows
+    w, b = model.coefficients()
+    loss = float(((x @ w.T + b - y) ** 2).mean())
+    assert ax1.get_title() == f"epoch 10, w = 80, b = {b.item():.4g}, loss = {loss:.4g}"
+    plt.close("all")

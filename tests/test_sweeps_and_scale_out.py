@@ -4,6 +4,7 @@ TensorBoard runs and the weights a user would find."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -29,22 +30,51 @@ def _everything_under(root: Path) -> set[str]:
     return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_dir() and p.name != "checkpoints"}
 
 
+def _job(sweep: Path, number: str) -> Path:
+    """The folder of job `number` of a sweep (named `<number>_<its overrides>`)."""
+    (found,) = sweep.glob(f"{number}_*")
+    return found
+
+
 def test_sweep_runs_one_job_per_value_each_its_own_run_dir_and_tensorboard_run(tmp_path):
     proc = run_script("train.py", "-m", "optimizer.lr=0.001,0.01,0.1", "trainer.max_epochs=20",
                       "print_config=false", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     (sweep,) = (tmp_path / "lightning_logs" / "default").glob("multirun_*")  # one folder per sweep
-    assert _everything_under(tmp_path) == {
+    jobs = [f"{i}_optimizer.lr={lr},trainer.max_epochs=20" for i, lr in enumerate(("0.001", "0.01", "0.1"))]
+    assert _everything_under(tmp_path) == {  # each job named by its number and what it changes
         "lightning_logs", "lightning_logs/default", f"lightning_logs/default/{sweep.name}",
-        *(f"lightning_logs/default/{sweep.name}/{job}" for job in "012"),
+        *(f"lightning_logs/default/{sweep.name}/{job}" for job in jobs),
     }
     losses = []
-    for job, lr in zip("012", (0.001, 0.01, 0.1)):
+    for job, lr in zip(jobs, (0.001, 0.01, 0.1)):
         run_dir = sweep / job
         assert yaml.safe_load((run_dir / "config.yaml").read_text())["optimizer"]["lr"] == lr
         assert list(run_dir.glob("events.out.tfevents.*")), job  # its own TensorBoard run
         losses.append(_last(run_dir, "val/loss"))
     assert losses[0] > losses[1] > losses[2]  # 20 epochs: the larger the step, the further along
+
+    # the verdict: a table of the jobs and the best by the sweep's objective, printed and as CSV
+    with (sweep / "sweep_summary.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert [row["job"] for row in table] == ["0", "1", "2"]
+    assert [float(row["val_loss"]) for row in table] == pytest.approx(losses, rel=1e-5)
+    assert [row["best"] for row in table] == ["", "", "yes"]
+    assert "gradlab: best by val/loss: job 2 (optimizer.lr=0.1 trainer.max_epochs=20" in proc.stdout
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    ("optimizer.lr=0.1", "3_optimizer.lr=0.1"),
+    ("data.path=../../etc/passwd,name=/abs", "3_data.path=_etc_passwd,name=_abs"),
+    ("", "3"),
+    ("x=" + "a" * 300, "3_x=" + "a" * 94),
+])
+def test_sweep_job_folder_names_are_one_safe_path_component(overrides, expected):
+    from gradlab.runs import job_dir_name
+
+    name = job_dir_name(3, overrides)
+    assert name == expected
+    assert "/" not in name and ".." not in name and len(name) <= 100
 
 
 @pytest.mark.slow
@@ -91,12 +121,13 @@ def test_sweep_with_ddp_runs_each_job_once_without_stray_dirs(tmp_path):
     (sweep,) = (tmp_path / "lightning_logs" / "default").glob("multirun_*")  # the workers made none
     assert _everything_under(tmp_path) == {
         "lightning_logs", "lightning_logs/default", f"lightning_logs/default/{sweep.name}",
-        f"lightning_logs/default/{sweep.name}/0", f"lightning_logs/default/{sweep.name}/1",
+        f"lightning_logs/default/{sweep.name}/0_optimizer.lr=0.01,trainer.max_epochs=10,trainer=ddp_cpu",
+        f"lightning_logs/default/{sweep.name}/1_optimizer.lr=0.1,trainer.max_epochs=10,trainer=ddp_cpu",
     }
     for job, lr in (("0", 0.01), ("1", 0.1)):
         single = train(make_cfg(f"optimizer.lr={lr}", "trainer.max_epochs=10", root_dir=tmp_path / "single"))
         for key, value in _weights(single.run_dir).items():
-            torch.testing.assert_close(_weights(sweep / job)[key], value, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(_weights(_job(sweep, job))[key], value, rtol=1e-5, atol=1e-5)
 
 
 def test_gpu_and_ddp_trainer_configs_compose_and_pass_the_checks():
@@ -134,4 +165,4 @@ def test_a_diverging_job_scores_inf_and_the_sweep_goes_on(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "training diverged" in proc.stderr and "This sweep job scores val/loss = inf." in proc.stderr
     (sweep,) = (tmp_path / "lightning_logs" / "default").glob("multirun_*")
-    assert (sweep / "1" / "checkpoints" / "last.ckpt").is_file()  # the next job ran to the end
+    assert (_job(sweep, "1") / "checkpoints" / "last.ckpt").is_file()  # the next job ran to the end

@@ -4,12 +4,17 @@ a terminal, and the one-line summary."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pty
+import struct
 import subprocess
 import sys
+import termios
+from pathlib import Path
 
 import pytest
+import torch
 from conftest import ROOT, make_cfg, run_script
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
@@ -36,50 +41,78 @@ def test_scalars_for_every_stage_each_once(run):
     assert [e.step for e in events.Scalars("val/loss")] == [9, 19, 29, 39]  # every 10 epochs
 
 
-def test_hparams_tab_holds_the_config_and_the_real_final_metrics(run):
+def test_hparams_row_is_short_and_its_metrics_are_the_runs_own_scalar_tags(run):
     result, events = run
     content = events.PluginTagToContent("hparams")
     session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
     hparams = session.session_start_info.hparams
+    assert len(hparams) <= 15
     assert hparams["optimizer.lr"].number_value == pytest.approx(0.01)
     assert hparams["trainer.max_epochs"].number_value == 40
-    assert hparams["data._target_"].string_value == "gradlab.data.RegressionDataModule"
+    assert hparams["data.batch_size"].string_value == "full"
+    assert not any(k.endswith("_target_") or k.startswith("callbacks.") for k in hparams)
 
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
-    shown = {m.name.tag for m in experiment.metric_infos}
-    assert {"hp/val_loss", "hp/test_loss", "hp/test_mae", "hp/test_r2", "hp/train_final_loss"} <= shown
-    for tag in ("hp/test_loss", "hp/val_loss"):  # the metric the tab shows is the run's, not -1
-        assert events.Scalars(tag)[-1].value == pytest.approx(result.metrics[tag[3:].replace("_", "/", 1)])
-    assert "hp_metric" not in events.Tags()["scalars"]
+    shown = [m.name.tag for m in experiment.metric_infos]
+    assert shown == ["train/loss", "val/loss", "test/loss", "test/mae", "test/r2"]
+    scalars = set(events.Tags()["scalars"])
+    assert set(shown) <= scalars  # each column reads a curve of the run ...
+    assert not any(tag.startswith("hp/") or tag in ("epoch", "hp_metric") for tag in scalars)  # ... no copies
 
 
-def test_fit_picture_in_images_and_weight_histograms(run):
+def test_small_models_log_w_and_b_as_curves_and_no_histograms(run):
+    result, events = run
+    w, b = events.Scalars("train/w"), events.Scalars("train/b")
+    assert [e.step for e in w] == [e.step for e in events.Scalars("train/loss")]
+    state = torch.load(result.run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert w[-1].value == pytest.approx(state["net.lin.weight"].item(), rel=1e-6)  # the last step's weights
+    assert b[-1].value == pytest.approx(state["net.lin.bias"].item(), rel=1e-6)
+    assert events.Tags()["histograms"] == []  # two numbers make no histogram
+
+
+def test_every_run_has_a_text_summary_and_a_loss_chart_layout(run):
+    result, events = run
+    (entry,) = events.Tensors("run/summary/text_summary")
+    text = entry.tensor_proto.string_val[0].decode()
+    assert text.startswith("FINISHED")
+    assert "Final loss (train MSE)" in text and "Coefficients learned" in text
+    assert events.PluginTagToContent("custom_scalars")  # the Custom Scalars tab: train and val loss
+
+
+def test_fit_picture_in_images(run):
     _, events = run
     images = events.Images("plots/fit")
     assert images and images[-1].encoded_image_string[:4] == b"\x89PNG"
-    for name in ("weights/net.lin.weight", "weights/net.lin.bias"):
-        assert [h.step for h in events.Histograms(name)] == [20, 40], name  # every 20 epochs
+    assert [e.step for e in images] == [0, 20, 40]  # before training, every 20 epochs
 
 
-def test_config_tree_summary_and_no_progress_bar_when_piped(tmp_path):
-    shown = run_script("train.py", "trainer.max_epochs=20", cwd=tmp_path)
+def test_piped_run_prints_a_short_start_the_loss_every_few_epochs_and_the_report(tmp_path):
+    shown = run_script("train.py", "trainer.max_epochs=20", "optimizer.lr=0.05", cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
-    assert "config" in shown.stdout and "├── optimizer" in shown.stdout and "lr: 0.01" in shown.stdout
-    summary = shown.stdout.strip().splitlines()[-1]
-    assert summary.startswith("gradlab: finished 20 epochs in ")
-    assert "run dir lightning_logs/default/version_0" in summary
-    assert "Epoch 19/19" not in shown.stdout  # not a terminal: no progress bar
+    lines = shown.stdout.strip().splitlines()
+    assert "gradlab: overrides: trainer.max_epochs=20 optimizer.lr=0.05" in lines
+    assert "├── optimizer" not in shown.stdout  # the whole config only when asked
+    assert not any("GPU available" in line or "┃" in line for line in lines)  # no banners, no model table
+    assert "gradlab: LinearRegressor, 2 parameters, on cpu" in shown.stdout
+    # the journal prints its loss every few epochs: about ten lines a run, the last epoch included
+    curve = [line for line in lines if line.startswith("Epoch ")]
+    assert [line.split()[1] for line in curve] == [f"{e}/20" for e in range(2, 21, 2)]
+    losses = [float(line.split()[3]) for line in curve]
+    assert losses == sorted(losses, reverse=True)  # full-batch descent on a quadratic: never up
+    assert lines[-2].startswith("gradlab: finished 20 epochs in ")
+    assert lines[-1].startswith("gradlab: run dir lightning_logs/default/version_0")
 
-    skipped = run_script("train.py", "trainer.fast_dev_run=true", "print_config=false", cwd=tmp_path)
-    assert skipped.returncode == 0, skipped.stderr
-    assert "├── optimizer" not in skipped.stdout
+    tree = run_script("train.py", "trainer.fast_dev_run=true", "print_config=true", cwd=tmp_path)
+    assert tree.returncode == 0, tree.stderr
+    assert "├── optimizer" in tree.stdout and "lr: 0.01" in tree.stdout
 
 
-@pytest.mark.slow
-def test_rich_progress_bar_on_a_terminal(tmp_path):
+def _at_a_terminal(args: list[str], cwd: Path, columns: int = 80) -> str:
+    """What a run prints to a pseudo-terminal `columns` wide."""
     main, child = pty.openpty()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train.py"), "trainer.max_epochs=20",
-                             "print_config=false"], cwd=tmp_path, stdout=child, stderr=child)
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train.py"), *args],
+                            cwd=cwd, stdout=child, stderr=child)
     os.close(child)
     out = b""
     while True:
@@ -91,5 +124,17 @@ def test_rich_progress_bar_on_a_terminal(tmp_path):
             break
         out += chunk
     assert proc.wait(timeout=120) == 0, out.decode(errors="replace")
-    text = out.decode(errors="replace")
-    assert "Epoch 19/19" in text and "━" in text  # rich's bar
+    return out.decode(errors="replace")
+
+
+@pytest.mark.slow
+def test_at_a_terminal_progress_is_one_line_redrawn_in_epochs_that_never_wraps(tmp_path):
+    text = _at_a_terminal(["trainer.max_epochs=3000"], tmp_path, columns=80)
+    screen_lines = text.replace("\r\n", "\n").split("\n")
+    redraws = [part for line in screen_lines for part in line.split("\r") if part.startswith("Epoch ")]
+    assert len(redraws) >= 2  # redrawn in place while it trains
+    assert all(len(part) <= 79 for part in redraws)  # never wider than the terminal: no wrapping
+    assert all(0 < int(part.split()[1].split("/")[0]) <= 3000 for part in redraws)  # 1-based epochs
+    final = [line.split("\r")[-1] for line in screen_lines if "\r" in line and "Epoch " in line]
+    assert len(final) == 1 and final[0].startswith("Epoch 3000/3000  loss ")  # one final line
+    assert "━" not in text and "0.00it/s" not in text  # not Lightning's batch bar

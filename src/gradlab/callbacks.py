@@ -85,15 +85,17 @@ class DivergenceGuard(L.Callback):
         )
 
 
-class GapToBestFit(L.Callback):
-    """Logs train/gap, the training loss minus the best the model can do on the training split.
+class TrainingCurves(L.Callback):
+    """On the steps the model logs train/loss: train/gap, the training loss minus the best the
+    model can do on the training split (`best_fit`, e.g. least squares), and for models with at
+    most `max_coefficients` weights each weight and bias (`train/w`, `train/b`; `train/w1`, ...).
 
-    The best fit comes from the model (`best_fit`, e.g. least squares). Logged on the steps the
-    model logs train/loss, so both curves share their points; a log-scale chart of it shows how
-    fast gradient descent converges, which train/loss alone cannot.
+    A log-scale chart of the gap shows how fast gradient descent converges, which train/loss
+    alone cannot; w and b over time are what the journal prints.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_coefficients: int = 10) -> None:
+        self.max_coefficients = max_coefficients
         self.best: dict | None = None
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -102,7 +104,16 @@ class GapToBestFit(L.Callback):
             self.best = pl_module.best_fit(*splits["train"])
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not (trainer.global_step % trainer.log_every_n_steps == 0 or trainer.fast_dev_run):
+            return
         loss = _loss(outputs)
-        logging_step = trainer.global_step % trainer.log_every_n_steps == 0 or trainer.fast_dev_run
-        if self.best is not None and loss is not None and logging_step:
+        if self.best is not None and loss is not None:
             pl_module.log("train/gap", loss.detach() - self.best["loss"])
+        weight, bias = pl_module.coefficients()
+        if weight.numel() + (0 if bias is None else bias.numel()) <= self.max_coefficients:
+            pl_module.log_dict(_named("train/w", weight) | ({} if bias is None else _named("train/b", bias)))
+
+
+def _named(name: str, values: Tensor) -> dict[str, Tensor]:
+    flat = values.detach().flatten()
+    return {name: flat[0]} if len(flat) == 1 else {f"{name}{i + 1}": v for i, v in enumerate(flat)}

@@ -142,7 +142,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "trainer.strategy": (_text, "a Lightning strategy name, e.g. 'auto' or 'ddp'"),
     "trainer.num_nodes": (_ge(1, integer=True), "an integer >= 1"),
     "trainer.deterministic": (_optional(_bool), "null, true or false"),
-    "trainer.enable_progress_bar": (_optional(_bool), "null (on a terminal only), true or false"),
+    "trainer.enable_progress_bar": (_bool, "true (callbacks.progress: a line at a terminal, the loss when piped) "
+                                    "or false (no progress at all)"),
     "trainer.enable_model_summary": (_optional(_bool), "null, true or false"),
     "trainer.num_sanity_val_steps": (_ge(0, integer=True), "an integer >= 0"),
     "trainer.accumulate_grad_batches": (_ge(1, integer=True), "an integer >= 1"),
@@ -165,6 +166,11 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "callbacks.last.enable_version_counter": (_bool, "true or false"),
     "callbacks.plots.every_n_epochs": (_ge(0, integer=True), "an integer >= 0 (0: only at the end)"),
     "callbacks.histograms.every_n_epochs": (_ge(0, integer=True), "an integer >= 0 (0: only at the end)"),
+    "callbacks.histograms.min_values": (_ge(1, integer=True), "an integer >= 1"),
+    "callbacks.curves.max_coefficients": (_ge(0, integer=True), "an integer >= 0 (0: no w and b curves)"),
+    "callbacks.progress.refresh_per_second": (_gt(0), "a number > 0, e.g. 10"),
+    "callbacks.progress.print_every_n_epochs": (_ge(0, integer=True),
+                                                "an integer >= 0 (0: about ten lines a run)"),
 }
 
 

@@ -11,8 +11,9 @@ class WeightHistograms(L.Callback):
     Only on those epochs: a histogram costs far more than a training step of a small model.
     """
 
-    def __init__(self, every_n_epochs: int = 100):
+    def __init__(self, every_n_epochs: int = 100, min_values: int = 11):
         self.every_n_epochs = every_n_epochs
+        self.min_values = min_values
         self._logged_at: int | None = None  # global step of the last histograms written
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -32,4 +33,5 @@ class WeightHistograms(L.Callback):
             experiment = getattr(logger, "experiment", None)
             if hasattr(experiment, "add_histogram"):  # TensorBoard's SummaryWriter
                 for name, p in pl_module.named_parameters():
-                    experiment.add_histogram(f"weights/{name}", p.detach().cpu(), trainer.global_step)
+                    if p.numel() >= self.min_values:  # a histogram of a few numbers looks broken
+                        experiment.add_histogram(f"weights/{name}", p.detach().cpu(), trainer.global_step)

@@ -30,8 +30,7 @@ class GracefulStop(L.Callback):
         for signum in (signal.SIGINT, signal.SIGTERM):
             self._previous[signum] = signal.signal(signum, self._handle)
         if trainer.is_global_zero:  # the moment from which a signal is handled as described
-            print("gradlab: training; Ctrl-C or SIGTERM stops at the end of the epoch and saves a checkpoint",
-                  flush=True)
+            print("gradlab: training; Ctrl-C stops after this epoch, with a checkpoint", flush=True)
 
     def _handle(self, signum: int, frame) -> None:
         global received

@@ -25,30 +25,38 @@ def _pyplot():
 
 
 class FitPlots(L.Callback):
-    """Draws the fit every `every_n_epochs` (0: only at the end) and at the end of training."""
+    """Draws the fit before training, every `every_n_epochs` (0: only at the end) and at the end.
+
+    Every picture of a run has the same axes (set from the data before training), so TensorBoard's
+    step slider shows the line moving, not the axes.
+    """
 
     def __init__(self, every_n_epochs: int = 200):
         self.every_n_epochs = every_n_epochs
         self.w_path: list[float] = []
         self.saved: dict[str, Path] = {}
         self._fit_logged_at: int | None = None  # global step of the last fit picture in TensorBoard
+        self._limits: tuple | None = None  # (x range, y range) of every fit picture of the run
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.w_path = [self._w(pl_module)] if self._one_weight(pl_module) else []
+        self._limits = None
+        if self.every_n_epochs > 0 and trainer.is_global_zero and trainer.current_epoch == 0:
+            self._log(trainer, "fit", self.fit_figure(trainer, pl_module, 0, self))  # before training
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.w_path:
             self.w_path.append(self._w(pl_module))
         n, done = self.every_n_epochs, trainer.current_epoch + 1
         if n > 0 and done % n == 0 and trainer.is_global_zero:
-            self._log(trainer, "fit", self.fit_figure(trainer, pl_module, done))
+            self._log(trainer, "fit", self.fit_figure(trainer, pl_module, done, self))
             self._fit_logged_at = trainer.global_step
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero or trainer.sanity_checking:
             return
         out = Path(trainer.default_root_dir)
-        figures = {"fit": self.fit_figure(trainer, pl_module, trainer.current_epoch)}
+        figures = {"fit": self.fit_figure(trainer, pl_module, trainer.current_epoch, self)}
         if len(self.w_path) > 1:
             figures["loss_surface"] = self.loss_surface_figure(trainer)
         for name, fig in figures.items():
@@ -78,11 +86,17 @@ class FitPlots(L.Callback):
         _pyplot().close(fig)
 
     @staticmethod
-    def fit_figure(trainer: L.Trainer, pl_module: L.LightningModule, epochs_done: int):
+    def fit_figure(trainer: L.Trainer, pl_module: L.LightningModule, epochs_done: int,
+                   plots: FitPlots | None = None):
+        """The training points and the model's line (one feature) or predicted against actual.
+
+        `plots`: the callback whose run this picture belongs to; its first picture fixes the axes.
+        """
         plt = _pyplot()
         x, y = trainer.datamodule.splits["train"]
         with torch.no_grad():
             pred = pl_module(x.to(pl_module.device)).cpu()
+            loss = pl_module.criterion(pred, y).item()
         fig, ax = plt.subplots(figsize=(6, 4.5))
         if x.shape[1] == 1:
             order = x[:, 0].argsort()
@@ -96,8 +110,21 @@ class FitPlots(L.Callback):
             ax.plot([lo, hi], [lo, hi], "k--", label="perfect fit")
             ax.set_xlabel("actual y")
             ax.set_ylabel("predicted y")
-        ax.set_title(f"after {epochs_done} epochs")
-        ax.legend()
+        if plots is not None:
+            if plots._limits is None:  # the data's range, with a margin: the line moves inside it
+                pad_x = (float(x.max()) - float(x.min())) * 0.05 or 1.0
+                pad_y = (float(y.max()) - float(y.min())) * 0.1 or 1.0
+                xs = (y if x.shape[1] > 1 else x)[:, 0]
+                plots._limits = ((float(xs.min()) - pad_x, float(xs.max()) + pad_x),
+                                 (float(y.min()) - pad_y, float(y.max()) + pad_y))
+            ax.set_xlim(*plots._limits[0])
+            ax.set_ylim(*plots._limits[1])
+        weight, bias = pl_module.coefficients()
+        coefs = ""
+        if weight.numel() == 1:
+            coefs = f", w = {weight.item():.4g}" + (f", b = {bias.item():.4g}" if bias is not None else "")
+        ax.set_title(f"epoch {epochs_done}{coefs}, loss = {loss:.4g}")
+        ax.legend(loc="upper left")
         fig.tight_layout()
         return fig
 

@@ -9,14 +9,18 @@ the plots.
 
 from __future__ import annotations
 
+import csv
+import json
+import math
 import os
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 _VERSION = re.compile(r"version_(\d+)$")
 
@@ -101,3 +105,90 @@ class DDPWorkersPerSweepJob(Callback):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def job_dir_name(num: Any, overrides: Any) -> str:
+    """A sweep job's folder name: its number and overrides, e.g. `3_optimizer.lr=0.001`.
+
+    Hydra's override_dirname is the raw command line (`data.path=../x/y.csv` holds `/` and `..`),
+    so it is made one safe path component: only letters, digits and `._=,+-` kept, at most ~100
+    characters; the job number in front keeps names unique.
+    """
+    text = re.sub(r"[^A-Za-z0-9._=,+-]+", "_", str(overrides or ""))
+    text = re.sub(r"_+", "_", re.sub(r"\.{2,}", "_", text)).strip("._")[:96]
+    return f"{num}_{text}" if text else str(num)
+
+
+def register_resolvers() -> None:
+    """`${gradlab_job_dir:${hydra.job.num},${hydra.job.override_dirname}}` in conf/train.yaml."""
+    if not OmegaConf.has_resolver("gradlab_job_dir"):
+        OmegaConf.register_new_resolver("gradlab_job_dir", job_dir_name)
+
+
+RESULT = "result.json"  # what each run leaves for the sweep's summary
+
+
+def write_result(run_dir: Path, result: dict) -> None:
+    """The run's outcome (status, final losses, overrides) as JSON, written whole or not at all."""
+    tmp = run_dir / f".{RESULT}.tmp"
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, run_dir / RESULT)
+
+
+class SweepSummary(Callback):
+    """A Hydra callback: at the end of a sweep (-m), a table of its jobs and the best one by the
+    sweep's objective (val/loss, lowest first), printed and written as sweep_summary.csv."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep = Path(config.hydra.sweep.dir)
+        rows = []
+        for path in sorted(sweep.glob(f"*/{RESULT}"), key=lambda p: _job_number(p.parent.name)):
+            try:
+                result = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            rows.append({"job": path.parent.name.split("_", 1)[0], **result})
+        if not rows:
+            return
+        direction = OmegaConf.select(config, "hydra.sweeper.direction", default="minimize")
+        worst = float("inf") if direction != "maximize" else float("-inf")
+        finished = [r for r in rows if r.get("status") == "finished" and _finite(r.get("val_loss"))]
+        best = (min if direction != "maximize" else max)(finished, key=lambda r: r["val_loss"], default=None)
+        columns = ["job", "overrides", "status", "train_loss", "val_loss"]
+        table = [[str(r.get(c, "")) if c in ("job", "overrides", "status") else _number(r.get(c, worst))
+                  for c in columns] for r in rows]
+        widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(columns)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+        lines += ["  ".join(v.ljust(w) for v, w in zip(t, widths)) for t in table]
+        print("gradlab: sweep summary (train_loss: after the last update; val_loss: the sweep's objective)")
+        print("\n".join("  " + line for line in lines))
+        if best is not None:
+            print(f"gradlab: best by val/loss: job {best['job']} ({best.get('overrides') or 'defaults'}), "
+                  f"val/loss {_number(best['val_loss'])}, train loss {_number(best.get('train_loss'))}")
+            fitted = min((r for r in finished if _finite(r.get("train_loss"))), key=lambda r: r["train_loss"])
+            if fitted is not best and direction != "maximize":
+                print(f"gradlab: note: job {fitted['job']} fits the training data best (train loss "
+                      f"{_number(fitted['train_loss'])}); val/loss of a small validation split can rank "
+                      "runs otherwise by chance (README, \"Sweeps\")")
+        out = sweep / "sweep_summary.csv"
+        tmp = sweep / ".sweep_summary.csv.tmp"
+        with tmp.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow([*columns, "best"])
+            for r, t in zip(rows, table):
+                writer.writerow([*t, "yes" if r is best else ""])
+        os.replace(tmp, out)
+        print(f"gradlab: sweep summary written to {out}")
+
+
+def _job_number(name: str) -> int:
+    head = name.split("_", 1)[0]
+    return int(head) if head.isdigit() else 1 << 30
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _number(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, (int, float)) else str(value if value is not None else "")

@@ -16,10 +16,12 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from gradlab import runs
+from gradlab import logger, runs
 from gradlab.callbacks import Diverged, DivergenceGuard
 from gradlab.checkpoints import RecordModelClass, check_fits, load_checkpoint
 from gradlab.config import check
@@ -36,14 +38,12 @@ warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and 
 warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
 
 
-def _no_ads(record: logging.LogRecord) -> bool:
-    return "💡 Tip" not in str(record.msg)  # Lightning's advertisements for its cloud products
-
-
-for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-    logging.getLogger(_name).addFilter(_no_ads)
 # `lightning` prints through its own handler; Hydra's root handler would print every line twice
 logging.getLogger("lightning").propagate = False
+# Lightning's INFO lines (GPU/TPU available, `max_epochs` reached, tips for its cloud products)
+# say nothing a gradlab run does not say itself; its warnings still show
+for _name in ("lightning.pytorch", "lightning.fabric"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 @dataclass
@@ -79,20 +79,17 @@ def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> R
     say(f"gradlab: run directory {run_dir}")
 
     logger_cfg = cfg.get("logger")
-    logger = instantiate(logger_cfg, save_dir=str(run_dir), name="", version="") if logger_cfg else False
+    board = instantiate(logger_cfg, save_dir=str(run_dir), name="", version="") if logger_cfg else False
+    if isinstance(board, TensorBoardLogger):
+        logger.write_start(board, _hparams(cfg))
     stopper = GracefulStop()
     # what every run needs, whatever the config: clean stops, finite checkpoints, restorable files
     always = [stopper, DivergenceGuard(), RecordModelClass()]
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + always
-    progress = cfg.trainer.enable_progress_bar
-    trainer: L.Trainer = instantiate(
-        cfg.trainer,
-        logger=logger,
-        callbacks=callbacks,
-        default_root_dir=str(run_dir),
-        enable_progress_bar=_isatty() if progress is None else progress,
-    )
-
+    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a progress callback then
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=board, callbacks=callbacks, default_root_dir=str(run_dir))
+    say(_start(cfg, model, trainer))
     say(_predictions("before training", model, x_query, cfg.predict_x))
 
     os.environ["GRADLAB_RUN_DIR"] = str(run_dir)  # DDP workers re-run this script: same run dir
@@ -106,7 +103,8 @@ def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> R
             # a sweep's score describe the final weights, however short the run.
             trainer.validate(model, datamodule=dm, verbose=False)
     except Diverged as e:
-        _mark_failed(trainer, cfg, str(e))
+        _summarize(trainer, cfg, f"FAILED: {e}", "", [])
+        _result(run_dir, "diverged", {})
         e.run_dir = run_dir  # cli.run names the checkpoints kept from before it diverged
         raise
     finally:
@@ -116,19 +114,22 @@ def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> R
         # the end state, whatever the periodic checkpoint's schedule; resume continues from it
         trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     if stopper.signum is not None:
-        say(f"gradlab: interrupted at epoch {trainer.current_epoch}; checkpoint saved. Continue with:\n"
-            f"  python scripts/train.py {_overrides_text()} resume=true")
-        _log_hparams(trainer, cfg, {"hp/val_loss": _metric(trainer, "val/loss")})
+        message = (f"gradlab: interrupted at epoch {trainer.current_epoch}; checkpoint saved. Continue with:\n"
+                   f"  python scripts/train.py {_overrides_text()} resume=true")
+        say(message)
+        _summarize(trainer, cfg, "INTERRUPTED", message, [])
+        _result(run_dir, "interrupted", _metrics(trainer))
         return RunResult(run_dir, "interrupted", _metrics(trainer), stopper.signum)
 
     fit_metrics = {**_metrics(trainer), "train/final_loss": _train_loss(model, dm)}
     test_metrics = trainer.test(model, datamodule=dm, verbose=False, weights_only=True)[0]
     metrics = {**fit_metrics, **test_metrics}
-    _log_hparams(trainer, cfg, {f"hp/{k.replace('/', '_')}": v for k, v in metrics.items()
-                                if k.startswith(("val/", "test/")) or k == "train/final_loss"})
 
     say(_predictions("after training", model, x_query, cfg.predict_x))
-    say(_report(model, dm, trainer, metrics, run_dir, time.perf_counter() - started))
+    report = _report(model, dm, trainer, metrics, run_dir, time.perf_counter() - started)
+    say(report)
+    _summarize(trainer, cfg, "FINISHED", report, list(test_metrics))
+    _result(run_dir, "finished", metrics)
     return RunResult(run_dir, "finished", metrics)
 
 
@@ -156,8 +157,16 @@ def _resolve_run(cfg: DictConfig, model: L.LightningModule) -> tuple[Path | None
         return None, child, False
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         # a sweep job: Hydra gives each job its own folder under the sweep's folder
-        return None, Path(HydraConfig.get().runtime.output_dir), True
+        return None, _relative(Path(HydraConfig.get().runtime.output_dir)), True
     return None, runs.new_run_dir(cfg.root_dir, cfg.name), True
+
+
+def _relative(path: Path) -> Path:
+    """`path` from the working directory, as a single run's directory is shown, when it lies below it."""
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
 
 
 def _save_config(cfg: DictConfig, run_dir: Path) -> None:
@@ -186,10 +195,18 @@ def _overrides_text() -> str:
     return " ".join(o for o in HydraConfig.get().overrides.task if not o.startswith(("resume=", "ckpt_path=")))
 
 
-def _isatty() -> bool:
-    import sys
-
-    return sys.stdout.isatty()
+def _start(cfg: DictConfig, model: L.LightningModule, trainer: L.Trainer) -> str:
+    """Two lines: what this run changes from the defaults, and what trains on what."""
+    overrides = _overrides_text() or "none (the defaults of conf/train.yaml)"
+    n_params = sum(p.numel() for p in model.parameters())
+    device = trainer.strategy.root_device
+    where = f"{device.type}" + (f":{device.index}" if device.index is not None else "")
+    if device.type == "cpu":
+        where += f", {torch.get_num_threads()} threads"
+    if trainer.world_size > 1:
+        where += f", {trainer.world_size} processes"
+    return (f"gradlab: overrides: {overrides}\n"
+            f"gradlab: {type(model).__name__}, {n_params:,} parameters, on {where}")
 
 
 def _inputs(predict_x) -> list:
@@ -226,40 +243,36 @@ def _train_loss(model, dm) -> float:
         return model.criterion(model(x.to(model.device)), y.to(model.device)).item()
 
 
-def _metric(trainer: L.Trainer, key: str) -> float:
-    v = trainer.callback_metrics.get(key)
-    return float(v) if v is not None else float("nan")
+@rank_zero_only
+def _result(run_dir: Path, status: str, metrics: dict) -> None:
+    """result.json: what a sweep's summary reads of this run."""
+    runs.write_result(run_dir, {
+        "status": status,
+        "overrides": _overrides_text(),
+        "train_loss": metrics.get("train/final_loss"),
+        "val_loss": metrics.get("val/loss", float("inf") if status == "diverged" else None),
+        **{k.replace("/", "_"): v for k, v in metrics.items() if k.startswith("test/")},
+    })
 
 
-def _log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, float]) -> None:
-    """Fills TensorBoard's HPARAMS tab: the run's settings next to its real final metrics."""
-    if not trainer.loggers or trainer.fast_dev_run:
+def _hparams(cfg: DictConfig) -> dict:
+    choices, overrides = {}, []
+    if HydraConfig.initialized():
+        choices = {k: v for k, v in HydraConfig.get().runtime.choices.items() if v and not k.startswith("hydra")}
+        overrides = list(HydraConfig.get().overrides.task)
+    return logger.hparams(cfg, choices, overrides)
+
+
+def _summarize(trainer: L.Trainer, cfg: DictConfig, status: str, report: str, test_tags: list[str]) -> None:
+    """TensorBoard's HParams row and TEXT entry for the run, whatever its end; then the files are closed."""
+    if trainer.fast_dev_run:
         return
-    params = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    row = _hparams(cfg)
     for lg in trainer.loggers:
-        lg.log_hyperparams(params, metrics)
-        lg.finalize("success")
-
-
-def _mark_failed(trainer: L.Trainer, cfg: DictConfig, message: str) -> None:
-    """TensorBoard shows a diverged run as failed (a status text), not as a line of NaN."""
-    for lg in trainer.loggers:
-        experiment = getattr(lg, "experiment", None)
-        if hasattr(experiment, "add_text"):
-            experiment.add_text("run/status", f"FAILED: {message}", global_step=trainer.global_step)
-        lg.log_hyperparams(_flatten(OmegaConf.to_container(cfg, resolve=True)), {"hp/diverged": 1.0})
-        lg.finalize("failed")
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in tree.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{key}."))
-        else:
-            out[key] = v if isinstance(v, (int, float, str, bool)) else str(v)
-    return out
+        if isinstance(lg, TensorBoardLogger):
+            tags = ["train/loss", "val/loss", *test_tags]
+            logger.write_summary(lg, row, tags, status, report, trainer.global_step)
+        lg.finalize("success" if status == "FINISHED" else "failed")
 
 
 def _report(model, dm, trainer: L.Trainer, metrics: dict, run_dir: Path, seconds: float) -> str:
@@ -272,8 +285,8 @@ def _report(model, dm, trainer: L.Trainer, metrics: dict, run_dir: Path, seconds
     optimum = f" (least squares: {_loss_text(best['loss'])})" if best is not None else ""
     lines.append(f"Final loss (train {model.loss_name}): {metrics['train/final_loss']:.8g}{optimum}")
     shown = ", ".join(f"{k} {metrics[k]:.6g}" for k in ("val/loss", "test/loss", "test/r2") if k in metrics)
-    lines.append(f"gradlab: finished {trainer.current_epoch} epochs in {seconds:.1f} s; {shown}; "
-                 f"run dir {run_dir} (tensorboard --logdir {run_dir.parent.parent})")
+    lines.append(f"gradlab: finished {trainer.current_epoch} epochs in {seconds:.1f} s; {shown}")
+    lines.append(f"gradlab: run dir {run_dir} (see it: tensorboard --logdir {run_dir.parent.parent})")
     return "\n".join(lines)
 
 
