@@ -78,7 +78,7 @@ def test_default_run_learns_the_least_squares_line_and_logs_tensorboard_scalars(
 
     events = EventAccumulator(str(result.run_dir), size_guidance={"scalars": 0}).Reload()
     tags = set(events.Tags()["scalars"])
-    assert {"train/loss", "train/gap", "val/loss", "val/r2", "test/loss"} <= tags
+    assert {"train/loss", "train/loss_gap", "val/loss", "val/r2"} <= tags
     losses = events.Scalars("train/loss")
     assert len(losses) == 30  # 300 full-batch epochs, one point every log_every_n_steps=10
     assert losses[-1].value < losses[0].value / 10

@@ -166,7 +166,7 @@ def test_journal_regression_ends_at_the_least_squares_optimum(regression_run, re
 def test_journal_regression_logs_the_gap_to_the_optimum_going_to_zero(regression_run, regression_optimum):
     optimum = regression_optimum[3]
     events = EventAccumulator(str(regression_run.run_dir), size_guidance={"scalars": 0}).Reload()
-    gaps, losses = events.Scalars("train/gap"), events.Scalars("train/loss")
+    gaps, losses = events.Scalars("train/loss_gap"), events.Scalars("train/loss")
     assert len(gaps) == 100  # 1000 full-batch epochs, logged every 10th step
     assert [g.step for g in gaps] == [s.step for s in losses]
     for g, s in zip(gaps, losses):  # the gap is the loss minus the optimum, on every logged step

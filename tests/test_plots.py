@@ -44,12 +44,12 @@ def test_one_weight_run_saves_both_pngs_and_logs_the_fit_every_few_epochs(tmp_pa
     _assert_png(run_dir / "loss_surface.png")
 
     images = _images(run_dir)
-    assert set(images) == {"plots/fit", "plots/loss_surface"}
-    fits = images["plots/fit"]
+    assert set(images) == {"train/pictures/fit", "train/pictures/loss_surface"}
+    fits = images["train/pictures/fit"]
     assert [e.step for e in fits] == [0, 2, 4, 6]  # before training, then every 2nd epoch (one step each)
     assert all(e.encoded_image_string[:8] == PNG_MAGIC for e in fits)
     assert len({e.encoded_image_string for e in fits}) == 4  # the line moves between steps
-    assert [e.step for e in images["plots/loss_surface"]] == [6]  # once, at the end
+    assert [e.step for e in images["train/pictures/loss_surface"]] == [6]  # once, at the end
 
 
 @pytest.mark.parametrize("experiment", ["journal_regression", "diabetes"])
@@ -60,8 +60,8 @@ def test_models_with_a_bias_or_several_features_get_the_fit_but_no_loss_surface(
     _assert_png(run_dir / "fit.png")
     assert not (run_dir / "loss_surface.png").exists()
     images = _images(run_dir)
-    assert set(images) == {"plots/fit"}
-    assert [e.step for e in images["plots/fit"]] == [0, 2, 4]
+    assert set(images) == {"train/pictures/fit"}
+    assert [e.step for e in images["train/pictures/fit"]] == [0, 2, 4]
 
 
 def test_plotting_is_headless_and_leaves_no_figure_open(tmp_path):

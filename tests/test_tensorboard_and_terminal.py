@@ -5,12 +5,16 @@ a terminal, and the one-line summary."""
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import pty
+import socket
 import struct
 import subprocess
 import sys
 import termios
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -35,8 +39,8 @@ def run(tmp_path_factory):
 def test_scalars_for_every_stage_each_once(run):
     result, events = run
     tags = set(events.Tags()["scalars"])
-    stages = {"train/loss", "train/gap", "val/loss", "val/mae", "val/r2", "test/loss", "test/mae", "test/r2"}
-    assert stages <= tags
+    assert {"train/loss", "train/loss_gap", "val/loss", "val/mae", "val/r2"} <= tags
+    assert not any(tag.startswith("test/") for tag in tags)  # the test split's numbers: in the report
     assert not {"val/mse", "test/mse", "train/mse"} & tags  # the loss is the MSE: not logged twice
     assert [e.step for e in events.Scalars("val/loss")] == [9, 19, 29, 39]  # every 10 epochs
 
@@ -52,17 +56,16 @@ def test_hparams_row_is_short_and_its_metrics_are_the_runs_own_scalar_tags(run):
     assert hparams["data.batch_size"].string_value == "full"
     assert not any(k.endswith("_target_") or k.startswith("callbacks.") for k in hparams)
 
-    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
-    shown = [m.name.tag for m in experiment.metric_infos]
-    assert shown == ["train/loss", "val/loss", "test/loss", "test/mae", "test/r2"]
+    # no experiment summary of its own: TensorBoard builds the table from all runs (a sweep's
+    # varying keys first), its metric columns the runs' own scalar tags; no hp/* copies of them
+    assert "_hparams_/experiment" not in content
     scalars = set(events.Tags()["scalars"])
-    assert set(shown) <= scalars  # each column reads a curve of the run ...
-    assert not any(tag.startswith("hp/") or tag in ("epoch", "hp_metric") for tag in scalars)  # ... no copies
+    assert not any(tag.startswith("hp/") or tag in ("epoch", "hp_metric") for tag in scalars)
 
 
 def test_small_models_log_w_and_b_as_curves_and_no_histograms(run):
     result, events = run
-    w, b = events.Scalars("train/w"), events.Scalars("train/b")
+    w, b = events.Scalars("weights/w"), events.Scalars("weights/b")
     assert [e.step for e in w] == [e.step for e in events.Scalars("train/loss")]
     state = torch.load(result.run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert w[-1].value == pytest.approx(state["net.lin.weight"].item(), rel=1e-6)  # the last step's weights
@@ -81,7 +84,7 @@ def test_every_run_has_a_text_summary_and_a_loss_chart_layout(run):
 
 def test_fit_picture_in_images(run):
     _, events = run
-    images = events.Images("plots/fit")
+    images = events.Images("train/pictures/fit")
     assert images and images[-1].encoded_image_string[:4] == b"\x89PNG"
     assert [e.step for e in images] == [0, 20, 40]  # before training, every 20 epochs
 
@@ -138,3 +141,51 @@ def test_at_a_terminal_progress_is_one_line_redrawn_in_epochs_that_never_wraps(t
     final = [line.split("\r")[-1] for line in screen_lines if "\r" in line and "Epoch " in line]
     assert len(final) == 1 and final[0].startswith("Epoch 3000/3000  loss ")  # one final line
     assert "━" not in text and "0.00it/s" not in text  # not Lightning's batch bar
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str, body: dict | None = None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@pytest.mark.slow
+def test_a_tensorboard_server_shows_a_sweeps_jobs_by_their_lr_and_ticks_lr_in_hparams(tmp_path):
+    proc = run_script("train.py", "-m", "optimizer.lr=0.001,0.1", "trainer.max_epochs=20", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    port = _free_port()
+    board = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", "lightning_logs", "--host",
+                              "127.0.0.1", "--port", str(port)], cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(120):  # TensorBoard's first start takes a few seconds
+            try:
+                runs = _get(f"{base}/data/runs")
+                if len(runs) == 2:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        assert [r.rsplit("/", 1)[1] for r in sorted(runs)] == [
+            "0_optimizer.lr=0.001,trainer.max_epochs=20", "1_optimizer.lr=0.1,trainer.max_epochs=20"]
+        tags = _get(f"{base}/data/plugin/scalars/tags")
+        for run in runs:
+            assert {"train/loss", "train/loss_gap", "val/loss"} <= set(tags[run])
+            assert not any(t == "epoch" or t.startswith(("hp/", "test/")) for t in tags[run])
+        experiment = _get(f"{base}/data/plugin/hparams/experiment", {"experimentName": ""})
+        names = [h["name"] for h in experiment["hparamInfos"]]
+        assert names[0] == "optimizer.lr"  # the key that differs comes first: ticked without clicking
+        assert len(names) <= 15 and not any(n.endswith("_target_") for n in names)
+        metrics = [m["name"]["tag"] for m in experiment["metricInfos"]]
+        assert metrics[:5] == ["train/loss", "train/loss_gap", "val/loss", "val/mae", "val/r2"]
+    finally:
+        board.terminate()
+        board.wait(timeout=30)

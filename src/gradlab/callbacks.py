@@ -86,9 +86,9 @@ class DivergenceGuard(L.Callback):
 
 
 class TrainingCurves(L.Callback):
-    """On the steps the model logs train/loss: train/gap, the training loss minus the best the
+    """On the steps the model logs train/loss: train/loss_gap, the training loss minus the best the
     model can do on the training split (`best_fit`, e.g. least squares), and for models with at
-    most `max_coefficients` weights each weight and bias (`train/w`, `train/b`; `train/w1`, ...).
+    most `max_coefficients` weights each weight and bias (`weights/w`, `weights/b`; `weights/w1`, ...).
 
     A log-scale chart of the gap shows how fast gradient descent converges, which train/loss
     alone cannot; w and b over time are what the journal prints.
@@ -108,10 +108,10 @@ class TrainingCurves(L.Callback):
             return
         loss = _loss(outputs)
         if self.best is not None and loss is not None:
-            pl_module.log("train/gap", loss.detach() - self.best["loss"])
+            pl_module.log("train/loss_gap", loss.detach() - self.best["loss"])
         weight, bias = pl_module.coefficients()
         if weight.numel() + (0 if bias is None else bias.numel()) <= self.max_coefficients:
-            pl_module.log_dict(_named("train/w", weight) | ({} if bias is None else _named("train/b", bias)))
+            pl_module.log_dict(_named("weights/w", weight) | ({} if bias is None else _named("weights/b", bias)))
 
 
 def _named(name: str, values: Tensor) -> dict[str, Tensor]:

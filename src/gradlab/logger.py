@@ -68,7 +68,8 @@ def _shown(value: Any) -> Any:
 def write_summary(logger: loggers.TensorBoardLogger, row: dict[str, Any], metric_tags: list[str],
                   status: str, report: str, step: int) -> None:
     """The run's HParams row, whose metric columns read the run's own scalar tags (so no `hp/*`
-    copies at step 0), and a TEXT entry: status, command line and the final report."""
+    copies at step 0), and a TEXT entry: status, command line and the final report.
+    `metric_tags`: the tags the row's end is reported for."""
     from torch.utils.tensorboard.summary import hparams as hparams_summaries
     from torch.utils.tensorboard.summary import text as text_summary
     from torch.utils.tensorboard.writer import FileWriter
@@ -78,8 +79,12 @@ def write_summary(logger: loggers.TensorBoardLogger, row: dict[str, Any], metric
     # an event file of its own in the run's directory (TensorBoard reads them all as one run): the
     # Trainer has closed the logger's writer by now
     writer = FileWriter(logger.log_dir)
-    for summary in hparams_summaries(row, {tag: 0.0 for tag in metric_tags}):
-        writer.add_summary(summary)
+    # The session's start and end only, no experiment summary: TensorBoard then builds the table
+    # from all runs, with the keys whose values differ between runs (a sweep's lr) first and
+    # ticked, and one metric column per scalar tag of the runs (train/loss, val/loss, ...)
+    _, start, end = hparams_summaries(row, {tag: 0.0 for tag in metric_tags})
+    writer.add_summary(start)
+    writer.add_summary(end)
     writer.add_summary(text_summary("run/summary", text), step)
     writer.close()
 
@@ -91,6 +96,6 @@ def write_start(logger: loggers.TensorBoardLogger, row: dict[str, Any]) -> None:
     logger.experiment.add_custom_scalars({
         "loss": {
             "train and val loss": ["Multiline", ["train/loss", "val/loss"]],
-            "gap to the best fit": ["Multiline", ["train/gap"]],
+            "gap to the best fit": ["Multiline", ["train/loss_gap"]],
         },
     })

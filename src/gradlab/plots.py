@@ -81,7 +81,7 @@ class FitPlots(L.Callback):
         logger = trainer.logger
         experiment = getattr(logger, "experiment", None)
         if experiment is not None and hasattr(experiment, "add_figure"):
-            experiment.add_figure(f"plots/{tag}", fig, global_step=trainer.global_step)
+            experiment.add_figure(f"train/pictures/{tag}", fig, global_step=trainer.global_step)
         # add_figure closes it, but fast_dev_run's DummyLogger answers add_figure with a no-op
         _pyplot().close(fig)
 

@@ -103,7 +103,7 @@ def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> R
             # a sweep's score describe the final weights, however short the run.
             trainer.validate(model, datamodule=dm, verbose=False)
     except Diverged as e:
-        _summarize(trainer, cfg, f"FAILED: {e}", "", [])
+        _summarize(trainer, cfg, f"FAILED: {e}", "", {})
         _result(run_dir, "diverged", {})
         e.run_dir = run_dir  # cli.run names the checkpoints kept from before it diverged
         raise
@@ -117,18 +117,23 @@ def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> R
         message = (f"gradlab: interrupted at epoch {trainer.current_epoch}; checkpoint saved. Continue with:\n"
                    f"  python scripts/train.py {_overrides_text()} resume=true")
         say(message)
-        _summarize(trainer, cfg, "INTERRUPTED", message, [])
+        _summarize(trainer, cfg, "INTERRUPTED", message, _metrics(trainer))
         _result(run_dir, "interrupted", _metrics(trainer))
         return RunResult(run_dir, "interrupted", _metrics(trainer), stopper.signum)
 
     fit_metrics = {**_metrics(trainer), "train/final_loss": _train_loss(model, dm)}
+    # The test split is the final exam: its numbers go to the report, the TEXT summary and
+    # result.json, not onto TensorBoard's curves, where a group of single end points named "test"
+    # would sort first and be what TensorBoard opens on (eval.py logs them to <run>/eval).
+    loggers, trainer.loggers = trainer.loggers, []
     test_metrics = trainer.test(model, datamodule=dm, verbose=False, weights_only=True)[0]
+    trainer.loggers = loggers
     metrics = {**fit_metrics, **test_metrics}
 
     say(_predictions("after training", model, x_query, cfg.predict_x))
     report = _report(model, dm, trainer, metrics, run_dir, time.perf_counter() - started)
     say(report)
-    _summarize(trainer, cfg, "FINISHED", report, list(test_metrics))
+    _summarize(trainer, cfg, "FINISHED", report, fit_metrics)
     _result(run_dir, "finished", metrics)
     return RunResult(run_dir, "finished", metrics)
 
@@ -263,14 +268,14 @@ def _hparams(cfg: DictConfig) -> dict:
     return logger.hparams(cfg, choices, overrides)
 
 
-def _summarize(trainer: L.Trainer, cfg: DictConfig, status: str, report: str, test_tags: list[str]) -> None:
+def _summarize(trainer: L.Trainer, cfg: DictConfig, status: str, report: str, metrics: dict) -> None:
     """TensorBoard's HParams row and TEXT entry for the run, whatever its end; then the files are closed."""
     if trainer.fast_dev_run:
         return
     row = _hparams(cfg)
     for lg in trainer.loggers:
         if isinstance(lg, TensorBoardLogger):
-            tags = ["train/loss", "val/loss", *test_tags]
+            tags = ["train/loss", "val/loss"] + [k for k in metrics if k.startswith("val/") and k != "val/loss"]
             logger.write_summary(lg, row, tags, status, report, trainer.global_step)
         lg.finalize("success" if status == "FINISHED" else "failed")
 
