@@ -29,13 +29,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import io
 import logging
 import os
+import pty
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
+import termios
 import time
 from pathlib import Path
 
@@ -174,6 +178,39 @@ def gradlab_run(cfg, dm):
     return result, time.perf_counter() - started
 
 
+def floor_run(dm, seed: int, epochs: int, lr: float) -> float:
+    """Lightning's own floor on the same batches: the journal's forward, MSELoss and SGD in a
+    minimal LightningModule (no self.log, no validation, no checkpoints) under
+    Trainer(barebones=True); its training loss after the run. Timed by the loader, as gradlab."""
+    import lightning.pytorch as L
+    import torch
+    from torch import nn
+
+    class Minimal(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(dm.splits["train"][0].shape[1], 1)
+            self.criterion = nn.MSELoss()
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return self.criterion(self.lin(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=lr)
+
+    dm.clock.clear()
+    dm.epoch_starts.clear()
+    torch.manual_seed(seed)  # as train() seeds before it builds its model: the same initial weights
+    model = Minimal()
+    trainer = L.Trainer(barebones=True, max_epochs=epochs, accelerator="cpu", devices=1)
+    trainer.fit(model, train_dataloaders=dm.train_dataloader())
+    x, y = dm.splits["train"]
+    with torch.no_grad():
+        return sum(model.criterion(model.lin(x[s : s + 65536]), y[s : s + 65536]).item() * len(x[s : s + 65536])
+                   for s in range(0, len(x), 65536)) / len(x)
+
+
 # ---------------------------------------------------------------- workloads
 
 
@@ -183,16 +220,20 @@ def journal(rounds: int, epochs: int, root: Path, overrides: list[str]) -> list[
     dm.setup()
     x, y = dm.splits["train"]
     lr = float(cfg.optimizer.lr)
-    rows = {"plain": [], "gradlab": []}
+    rows = {"plain": [], "barebones": [], "gradlab": []}
     for _ in range(rounds):
         reset_peak()
         seconds, mse = plain_journal(x, y, cfg.seed, epochs, lr)
         rows["plain"].append((seconds, mse, peak_mb()))
         reset_peak()
-        result, _ = gradlab_run(cfg, dm)
+        mse = floor_run(dm, cfg.seed, epochs, lr)
         starts = dm.epoch_starts  # one per epoch: everything between two is that epoch's
+        rows["barebones"].append(((starts[-1] - starts[0]) / (len(starts) - 1), mse, peak_mb()))
+        reset_peak()
+        result, _ = gradlab_run(cfg, dm)
+        starts = dm.epoch_starts
         seconds = (starts[-1] - starts[0]) / (len(starts) - 1)
-        rows["gradlab"].append((seconds, result.metrics["train/final_mse"], peak_mb()))
+        rows["gradlab"].append((seconds, result.metrics["train/final_loss"], peak_mb()))
     what = f"journal: make_regression {cfg.data.n_samples} x {x.shape[1]}, {epochs} full-batch epochs"
     return _rows("journal", what, len(x), rows)
 
@@ -210,7 +251,7 @@ def large(rounds: int, n_rows: int, n_features: int, batch_size: int, root: Path
     x, y = dm.splits["train"]
     data_mb = sum(t.numel() * t.element_size() for split in ("train", "val", "test")
                   for t in dm.splits[split]) / 2**20
-    rows = {"plain": [], "gradlab": []}
+    rows = {"plain": [], "barebones": [], "gradlab": []}
     lr = float(cfg.optimizer.lr)
     n_batches = -(-len(x) // batch_size)
     for _ in range(rounds):
@@ -218,11 +259,13 @@ def large(rounds: int, n_rows: int, n_features: int, batch_size: int, root: Path
         seconds, mse = plain_shuffled_epoch(x, y, cfg.seed, batch_size, lr)
         rows["plain"].append((seconds, mse, peak_mb()))
         reset_peak()
-        result, _ = gradlab_run(cfg, dm)
+        mse = floor_run(dm, cfg.seed, 1, lr)
         # from the epoch's start to handing out its last batch: the shuffle and n - 1 steps
+        rows["barebones"].append(((dm.clock[-1] - dm.clock[0]) * n_batches / (n_batches - 1), mse, peak_mb()))
+        reset_peak()
+        result, _ = gradlab_run(cfg, dm)
         seconds = (dm.clock[-1] - dm.clock[0]) * n_batches / (n_batches - 1)
-        rows["gradlab"].append((seconds, result.metrics["train/final_mse"],
-                                peak_mb()))
+        rows["gradlab"].append((seconds, result.metrics["train/final_loss"], peak_mb()))
     what = f"large: make_regression {n_rows:,} x {n_features}, batch {batch_size}, 1 shuffled epoch"
     table = _rows("large", what, len(x), rows)
     peak = max(r[2] for side in rows.values() for r in side)
@@ -233,48 +276,70 @@ def large(rounds: int, n_rows: int, n_features: int, batch_size: int, root: Path
 
 def _rows(name: str, what: str, n: int, rows: dict) -> list[dict]:
     out = []
-    for side in ("plain", "gradlab"):
+    for side in ("plain", "barebones", "gradlab"):
         seconds = statistics.median(r[0] for r in rows[side])
         out.append({"workload": name, "what": what, "run": side, "seconds": seconds, "samples_s": n / seconds,
                     "mse": statistics.median(r[1] for r in rows[side]), "peak": max(r[2] for r in rows[side]),
                     "all": [r[0] for r in rows[side]]})
-    out[1]["ratio"] = out[1]["seconds"] / out[0]["seconds"]
+    for row in out[1:]:
+        row["ratio"] = row["seconds"] / out[0]["seconds"]
+    out[2]["floor_ratio"] = out[2]["seconds"] / out[1]["seconds"]
     return out
 
 
 # ---------------------------------------------------------------- whole processes
 
 
-def _run_process(cmd: list[str], expect: int = 0) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one child process, run from an empty directory."""
+def _run_process(cmd: list[str], expect: int = 0, tty: bool = False) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one child process, run from an empty directory; its
+    stdout a pipe that is read (as `| tee log` reads it), or with `tty` an 80 x 24 pseudo-terminal."""
     with tempfile.TemporaryDirectory() as cwd:
+        if tty:
+            main, child = pty.openpty()
+            fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+        else:
+            main, child = os.pipe()
         started = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=child, stderr=child)
+        os.close(child)
+        out = b""
+        while True:  # read what it prints, as a terminal or a log would
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # a pseudo-terminal whose process has ended
+                break
+            if not chunk:
+                break
+            out += chunk
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - started
+        os.close(main)
         code = os.waitstatus_to_exitcode(status)
-        proc.returncode = code
         if code != expect:
-            raise SystemExit(f"{' '.join(cmd)} exited {code}, not {expect}:\n{proc.stderr.read().decode()}")
-        proc.stderr.close()
+            tail = out.decode(errors="replace")[-3000:]
+            raise SystemExit(f"{' '.join(cmd)} exited {code}, not {expect}:\n{tail}")
     return seconds, usage.ru_maxrss / 1024
 
 
-def processes(runs: int) -> None:
+def processes(runs: int, long_epochs: int) -> None:
     py = sys.executable
-    commands = {
-        "journal script (scripts/journal_plain.py)": ([py, str(ROOT / "scripts" / "journal_plain.py")], 0),
-        "python scripts/train.py model=linear": ([py, str(ROOT / "scripts" / "train.py"), "model=linear"], 0),
-        "python scripts/train.py --help": ([py, str(ROOT / "scripts" / "train.py"), "--help"], 0),
-        "python scripts/train.py optimizer.lr=-1 (bad value)": (
-            [py, str(ROOT / "scripts" / "train.py"), "optimizer.lr=-1"], 2),
+    train = [py, str(ROOT / "scripts" / "train.py")]
+    commands = {  # name: (command, exit code, at a terminal)
+        "journal script (scripts/journal_plain.py)": ([py, str(ROOT / "scripts" / "journal_plain.py")], 0, False),
+        "python scripts/train.py model=linear": ([*train, "model=linear"], 0, False),
+        "python scripts/train.py model=linear, at a terminal": ([*train, "model=linear"], 0, True),
+        f"train.py trainer.max_epochs={long_epochs}": ([*train, f"trainer.max_epochs={long_epochs}"], 0, False),
+        f"train.py trainer.max_epochs={long_epochs}, at a terminal": (
+            [*train, f"trainer.max_epochs={long_epochs}"], 0, True),
+        "python scripts/train.py --help": ([*train, "--help"], 0, False),
+        "python scripts/train.py optimizer.lr=-1 (bad value)": ([*train, "optimizer.lr=-1"], 2, False),
     }
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
     names = list(commands)
     for i in range(runs):
         for name in names if i % 2 == 0 else names[::-1]:  # alternate who goes first
-            cmd, expect = commands[name]
-            times[name].append(_run_process(cmd, expect))
+            cmd, expect, tty = commands[name]
+            times[name].append(_run_process(cmd, expect, tty))
     base = statistics.median(t for t, _ in times[names[0]])
     print(f"\nWhole processes, {runs} runs each, alternating; medians (wall clock, python start to exit)\n")
     print("| command | wall s | / journal script | peak RSS MB | all runs s |")
@@ -284,32 +349,39 @@ def processes(runs: int) -> None:
         rss = statistics.median(m for _, m in times[name])
         all_runs = ", ".join(f"{t:.2f}" for t, _ in times[name])
         print(f"| {name} | {wall:.2f} | {wall / base:.2f}x | {rss:.0f} | {all_runs} |")
+    wall = {name: statistics.median(t for t, _ in times[name]) for name in names}
+    extra = long_epochs - 1000
+    piped = (wall[names[3]] - wall[names[1]]) / extra
+    tty = (wall[names[4]] - wall[names[2]]) / extra
+    print(f"\nPer epoch, from the difference of {long_epochs} and 1000 epochs: piped {piped * 1e6:.0f} us, "
+          f"at a terminal {tty * 1e6:.0f} us: {tty / piped:.2f}x")
 
 
 # ---------------------------------------------------------------- report
 
 
 def report(table: list[dict]) -> bool:
-    print("\n| workload | run | per epoch | samples/s | gradlab / plain | final train MSE | peak RSS MB |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| workload | run | per epoch | samples/s | / plain | / barebones | final train MSE | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|")
     agree = True
     for row in table:
         if row.get("memory"):
             continue
         per_epoch = f"{row['seconds'] * 1e6:.0f} us" if row["seconds"] < 0.01 else f"{row['seconds']:.3f} s"
         ratio = f"{row['ratio']:.2f}x" if "ratio" in row else ""
-        print(f"| {row['what']} | {row['run']} | {per_epoch} | {row['samples_s']:,.0f} | {ratio} | "
+        floor = f"{row['floor_ratio']:.2f}x" if "floor_ratio" in row else ""
+        print(f"| {row['what']} | {row['run']} | {per_epoch} | {row['samples_s']:,.0f} | {ratio} | {floor} | "
               f"{row['mse']:.6f} | {row['peak']:.0f} |")
     print()
-    for plain, gl in zip(table, table[1:]):
-        if plain.get("run") != "plain" or gl.get("run") != "gradlab":
+    for plain, floor, gl in zip(table, table[1:], table[2:]):
+        if (plain.get("run"), floor.get("run"), gl.get("run")) != ("plain", "barebones", "gradlab"):
             continue
-        rel = abs(gl["mse"] - plain["mse"]) / max(abs(plain["mse"]), 1e-12)
+        rel = max(abs(r["mse"] - plain["mse"]) for r in (floor, gl)) / max(abs(plain["mse"]), 1e-12)
         ok = rel <= MSE_RTOL
         agree &= ok
-        print(f"{plain['workload']}: final MSE gradlab vs plain: relative difference {rel:.1e} "
-              f"({'agree' if ok else 'DISAGREE'}); per-round gradlab/plain "
-              + ", ".join(f"{g / p:.2f}" for p, g in zip(plain["all"], gl["all"])))
+        print(f"{plain['workload']}: final MSE gradlab and barebones vs plain: relative difference {rel:.1e} "
+              f"({'agree' if ok else 'DISAGREE'}); per-round gradlab/barebones "
+              + ", ".join(f"{g / f:.2f}" for f, g in zip(floor["all"], gl["all"])))
     for row in table:
         if row.get("memory"):
             extra = row["peak"] - row["baseline"]
@@ -331,11 +403,13 @@ def main() -> None:
                         help="torch threads (default: torch's); 1 avoids stalls when other jobs share the CPUs")
     parser.add_argument("--process", action="store_true", help="time whole processes instead")
     parser.add_argument("--runs", type=int, default=5, help="--process: runs of each command")
+    parser.add_argument("--long-epochs", type=int, default=5000,
+                        help="--process: the longer run, for the per-epoch cost piped and at a terminal")
     parser.add_argument("overrides", nargs="*",
                         help="Hydra overrides for gradlab's runs, e.g. trainer.check_val_every_n_epoch=10")
     args = parser.parse_args()
     if args.process:
-        processes(args.runs)
+        processes(args.runs, args.long_epochs)
         return
 
     import torch

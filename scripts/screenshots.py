@@ -65,7 +65,8 @@ def shoot(url: str, out: Path, size: tuple[int, int], wait: float, port: int = 9
                     return msg.get("result", {})
 
         call("Page.enable")
-        call("Emulation.setDeviceMetricsOverride", width=size[0], height=size[1], deviceScaleFactor=1, mobile=False)
+        call("Emulation.setDeviceMetricsOverride", width=size[0], height=size[1], deviceScaleFactor=1,
+             mobile=False)
         call("Page.navigate", url=url)
         time.sleep(wait)  # real time: TensorBoard loads, then WebGL draws
         out.write_bytes(base64.b64decode(call("Page.captureScreenshot", format="png")["data"]))

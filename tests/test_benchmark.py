@@ -14,20 +14,24 @@ def test_benchmark_prints_both_workloads_with_agreeing_mses(tmp_path):
                       "--batch-size", "256", cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     cells = [line.strip("| ").split(" | ") for line in proc.stdout.splitlines() if line.startswith("| ")]
-    runs = {(row[0], row[1]): row for row in cells if row[1] in ("plain", "gradlab")}
-    assert {run for _, run in runs} == {"plain", "gradlab"}
+    runs = {(row[0], row[1]): row for row in cells if row[1] in ("plain", "barebones", "gradlab")}
+    assert {run for _, run in runs} == {"plain", "barebones", "gradlab"}
     assert {name.split(":")[0] for name, _ in runs} == {"journal", "large"}
     for (name, run), row in runs.items():
         if run == "gradlab":
-            assert row[5] == runs[(name, "plain")][5]  # final train MSE, as printed
+            assert row[6] == runs[(name, "plain")][6]  # final train MSE, as printed
             assert re.fullmatch(r"[0-9.]+x", row[4])  # the ratio gradlab / plain
+            assert re.fullmatch(r"[0-9.]+x", row[5])  # and gradlab / Lightning's barebones floor
     assert proc.stdout.count("(agree)") == 2
     assert "peak over the workload" in proc.stdout
     assert list(tmp_path.iterdir()) == []  # runs go to a temporary directory, nothing is left behind
 
 
 def test_benchmark_times_whole_processes(tmp_path):
-    proc = run_script("benchmark.py", "--process", "--runs", "1", cwd=tmp_path, timeout=600)
+    proc = run_script("benchmark.py", "--process", "--runs", "1", "--long-epochs", "1200", cwd=tmp_path,
+                      timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    for command in ("scripts/journal_plain.py", "scripts/train.py model=linear", "--help", "bad value"):
+    for command in ("scripts/journal_plain.py", "scripts/train.py model=linear", "at a terminal", "--help",
+                    "bad value"):
         assert command in proc.stdout
+    assert re.search(r"piped -?\d+ us, at a terminal -?\d+ us", proc.stdout)
