@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: train test test-fast lint tensorboard benchmark clean
+.PHONY: train test test-fast lint tensorboard benchmark screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -30,6 +30,10 @@ tensorboard: $(STAMP)
 
 benchmark: $(STAMP)
 	$(BIN)/python scripts/benchmark.py $(ARGS)
+
+screenshots: $(STAMP)  ## re-make docs/screens/*.png (needs: apt-get install chromium)
+	$(BIN)/pip install --quiet -e '.[docs]'
+	$(BIN)/python scripts/screenshots.py
 
 clean:
 	rm -rf lightning_logs .pytest_cache

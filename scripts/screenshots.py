@@ -70,6 +70,9 @@ def shoot(url: str, out: Path, size: tuple[int, int], wait: float, port: int = 9
         call("Page.navigate", url=url)
         time.sleep(wait)  # real time: TensorBoard loads, then WebGL draws
         out.write_bytes(base64.b64decode(call("Page.captureScreenshot", format="png")["data"]))
+        from PIL import Image  # matplotlib's dependency: 256 colours keep the committed files small
+
+        Image.open(out).convert("RGB").quantize(256).save(out, optimize=True)
     finally:
         chromium.kill()
 

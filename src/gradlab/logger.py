@@ -7,6 +7,7 @@ Everything goes through public APIs: Lightning's TensorBoardLogger, torch's Summ
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from collections.abc import Mapping
@@ -74,7 +75,8 @@ def write_summary(logger: loggers.TensorBoardLogger, row: dict[str, Any], metric
     from torch.utils.tensorboard.summary import text as text_summary
     from torch.utils.tensorboard.writer import FileWriter
 
-    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    script = os.path.relpath(sys.argv[0]) if os.path.isabs(sys.argv[0]) else sys.argv[0]
+    command = "python " + " ".join(shlex.quote(a) for a in [script, *sys.argv[1:]])
     text = f"{status}\n\n    {command}\n\n" + "\n".join(f"    {line}" for line in report.splitlines())
     # an event file of its own in the run's directory (TensorBoard reads them all as one run): the
     # Trainer has closed the logger's writer by now
