@@ -1,5 +1,6 @@
 """The journal's first lesson, "Autograd", as tests: each one is a line of the journal and what it
-really does. Plain torch only; gradlab's manual and automatic paths rely on exactly this."""
+really does. Plain torch only: they cannot fail because of gradlab and protect nothing in it; they
+are kept as the lesson, in runnable form (gradlab's manual and automatic paths rely on exactly this)."""
 
 from __future__ import annotations
 
