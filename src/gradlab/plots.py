@@ -3,6 +3,9 @@
 - `fit`: the training points and the fitted line (one feature), or predicted against actual
   (several features); logged every `every_n_epochs`, so TensorBoard's step slider shows the
   line moving onto the data, and saved as fit.png at the end.
+  For classifiers (gradlab.classifiers): the sigmoid curve of the predicted probability along the
+  linear score w x + b, with the training rows at their 0/1 labels (logistic), or the training
+  split's confusion matrix (softmax).
 - `loss_surface`: for one-weight models (one feature, no bias: the toy lessons), the loss J(w)
   with the path gradient descent took on it, saved as loss_surface.png at the end.
 """
@@ -79,6 +82,8 @@ class FitPlots(L.Callback):
 
     @staticmethod
     def fit_figure(trainer: L.Trainer, pl_module: L.LightningModule, epochs_done: int):
+        if pl_module.task == "classification":
+            return class_figure(trainer, pl_module, epochs_done)
         plt = _pyplot()
         x, y = trainer.datamodule.splits["train"]
         with torch.no_grad():
@@ -123,3 +128,35 @@ class FitPlots(L.Callback):
         ax.legend()
         fig.tight_layout()
         return fig
+
+
+def class_figure(trainer: L.Trainer, pl_module: L.LightningModule, epochs_done: int):
+    """Logistic: the sigmoid along the linear score, rows at their labels; softmax: the confusion matrix."""
+    from torchmetrics.functional.classification import multiclass_confusion_matrix
+
+    plt = _pyplot()
+    x, y = trainer.datamodule.splits["train"]
+    with torch.no_grad():
+        score = pl_module.net(x.to(pl_module.device)).cpu()  # (N, K): before the sigmoid or softmax
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    if score.shape[1] == 1:
+        z = torch.linspace(float(score.min()) - 1, float(score.max()) + 1, 200)
+        ax.plot(score[:, 0], y[:, 0], "ro", markersize=3, alpha=0.4, label="training rows (label 0 or 1)")
+        ax.plot(z, torch.sigmoid(z), "b", label="sigmoid(w x + b): predicted probability of class 1")
+        ax.axhline(0.5, color="k", linestyle="--", linewidth=0.8)
+        ax.set_xlabel("w x + b")
+        ax.set_ylabel("probability of class 1")
+        ax.legend(loc="upper left", fontsize=8)
+    else:
+        k = score.shape[1]
+        matrix = multiclass_confusion_matrix(score, y, num_classes=k)  # rows: true class, columns: predicted
+        ax.imshow(matrix, cmap="Blues")
+        for (i, j), count in zip(torch.cartesian_prod(torch.arange(k), torch.arange(k)).tolist(), matrix.flatten()):
+            ax.text(j, i, str(int(count)), ha="center", va="center")
+        ax.set_xticks(range(k))
+        ax.set_yticks(range(k))
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+    ax.set_title(f"training split after {epochs_done} epochs")
+    fig.tight_layout()
+    return fig
