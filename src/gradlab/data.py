@@ -562,7 +562,8 @@ class LabelledCsvDataModule(ClassificationDataModule):
         for col in wanted:
             require_column(self.path, header, col, "data.features")
         if not wanted:
-            raise DataError(f"{self.path}: no feature columns besides the labels {self.target!r}; columns are {header}")
+            raise DataError(f"{self.path}: no feature columns besides the labels {self.target!r}; "
+                            f"columns are {header}")
         if len(numbered) < 2:
             raise DataError(f"{self.path}: {len(numbered)} data row(s); at least 2 are needed")
         x = numbers(self.path, header, numbered, wanted)  # names a non-numeric feature cell
@@ -578,7 +579,8 @@ def labels_of(path: str, header: list[str], numbered: list[tuple[int, list[str]]
     for line, row in numbered:
         cell = row[col].strip() if col < len(row) else ""
         if not cell:
-            raise DataError(f"{path}, line {line}, column {column!r}: the label is empty; fill it or remove the row")
+            raise DataError(f"{path}, line {line}, column {column!r}: the label is empty; fill it or "
+                            "remove the row")
         cells.append(cell)
     try:
         values = [int(c) for c in cells]

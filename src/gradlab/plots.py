@@ -151,8 +151,9 @@ def class_figure(trainer: L.Trainer, pl_module: L.LightningModule, epochs_done: 
         k = score.shape[1]
         matrix = multiclass_confusion_matrix(score, y, num_classes=k)  # rows: true class, columns: predicted
         ax.imshow(matrix, cmap="Blues")
-        for (i, j), count in zip(torch.cartesian_prod(torch.arange(k), torch.arange(k)).tolist(), matrix.flatten()):
-            ax.text(j, i, str(int(count)), ha="center", va="center")
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center")
         ax.set_xticks(range(k))
         ax.set_yticks(range(k))
         ax.set_xlabel("predicted class")

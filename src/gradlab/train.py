@@ -347,8 +347,9 @@ def _classification_report(model, dm, trainer: L.Trainer, metrics: dict, run_dir
         lines.append("Optimum: none: the train split is linearly separable, so the loss can approach 0 "
                      "as |W| grows (no finite optimum; no gap is logged)")
     elif separation == "partial":
-        lines.append("Optimum: none: some rows of the train split are linearly separable from the rest, so the "
-                     "loss keeps falling as |W| grows, towards a limit above 0 (no finite optimum; no gap is logged)")
+        lines.append("Optimum: none: some rows of the train split are linearly separable from the rest, so "
+                     "the loss keeps falling as |W| grows, towards a limit above 0 (no finite optimum; no gap "
+                     "is logged)")
     if "test/accuracy" in metrics:
         n_test = len(dm.splits["test"][0])
         lines.append(f"Test accuracy: {metrics['test/accuracy']:.6g} ({round(metrics['test/accuracy'] * n_test)} "
