@@ -492,8 +492,8 @@ class BreastCancerDataModule(ClassificationDataModule):
         from sklearn.datasets import load_breast_cancer
 
         bunch = load_breast_cancer()  # target 0 = malignant, 1 = benign, as the lesson trains on it
-        self.feature_names = list(bunch.feature_names)
-        return bunch.data, bunch.target, list(bunch.target_names)
+        self.feature_names = [str(name) for name in bunch.feature_names]  # plain str: weights_only-safe
+        return bunch.data, bunch.target, [str(name) for name in bunch.target_names]
 
 
 class WineDataModule(ClassificationDataModule):
@@ -509,8 +509,8 @@ class WineDataModule(ClassificationDataModule):
         from sklearn.datasets import load_wine
 
         bunch = load_wine()
-        self.feature_names = list(bunch.feature_names)
-        return bunch.data, bunch.target, list(bunch.target_names)
+        self.feature_names = [str(name) for name in bunch.feature_names]  # plain str: weights_only-safe
+        return bunch.data, bunch.target, [str(name) for name in bunch.target_names]
 
 
 class IrisDataModule(ClassificationDataModule):
@@ -526,8 +526,8 @@ class IrisDataModule(ClassificationDataModule):
         from sklearn.datasets import load_iris
 
         bunch = load_iris()
-        self.feature_names = list(bunch.feature_names)
-        return bunch.data, bunch.target, list(bunch.target_names)
+        self.feature_names = [str(name) for name in bunch.feature_names]  # plain str: weights_only-safe
+        return bunch.data, bunch.target, [str(name) for name in bunch.target_names]
 
 
 class LabelledCsvDataModule(ClassificationDataModule):
