@@ -94,7 +94,7 @@ class LinearClassifier(L.LightningModule):
     @torch.no_grad()
     def write_gradient(self, x: Tensor, p: Tensor, y: Tensor) -> None:
         """The gradient of the cross-entropy by its closed form, written where autograd would."""
-        error = p - y  # (N, K): predicted probabilities minus 0/1 targets
+        error = p - y.to(p.dtype)  # (N, K): predicted probabilities minus 0/1 targets
         self.net.lin.weight.grad = error.T @ x / len(x)  # (K, F), same shape as the weight
         if self.net.lin.bias is not None:
             self.net.lin.bias.grad = error.mean(0)  # (K,)
@@ -242,4 +242,4 @@ class SoftmaxClassifier(LinearClassifier):
         return torch.softmax(output, 1)  # (N, K)
 
     def one_hot(self, y: Tensor) -> Tensor:
-        return nn.functional.one_hot(y, self.net.lin.out_features).to(torch.float32)  # (N, K)
+        return nn.functional.one_hot(y, self.net.lin.out_features)  # (N, K) 0/1
