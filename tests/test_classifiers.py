@@ -256,3 +256,33 @@ def test_a_classifier_on_numeric_targets_exits_2_naming_both(tmp_path):
     assert proc.returncode == 2
     assert "LogisticClassifier" in proc.stderr and "RegressionDataModule" in proc.stderr
     assert "data=breast_cancer" in proc.stderr and not (tmp_path / "lightning_logs").exists()
+
+
+# --------------------------------------------------------------- pictures
+
+
+@pytest.mark.parametrize("experiment", ["course_logistic", "course_softmax"])
+def test_the_pictures_are_written_and_the_confusion_matrix_is_sklearns(experiment, tmp_path):
+    from sklearn.metrics import confusion_matrix
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from gradlab.plots import confusion
+
+    result = train(make_cfg(f"experiment={experiment}", "trainer.max_epochs=3", "optimizer.lr=0.001",
+                            root_dir=tmp_path))
+    assert all((result.run_dir / f"{name}.png").stat().st_size > 0 for name in ("fit", "confusion"))
+    images = EventAccumulator(str(result.run_dir), size_guidance={"images": 0}).Reload().Tags()["images"]
+    assert {"plots/fit", "plots/confusion"} <= set(images)
+
+    state = torch.load(result.run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    dm_cls, model = ((BreastCancerDataModule, LogisticClassifier(30, None)) if experiment == "course_logistic"
+                     else (WineDataModule, SoftmaxClassifier(13, 3, None)))
+    model.load_state_dict(state)
+    dm = dm_cls(labels=model.labels, split="train_test_split", val_fraction=0.0, test_fraction=0.2, seed=1234)
+    dm.setup()
+    x, y = dm.splits["test"]
+    w, b = state["net.lin.weight"].double().numpy(), state["net.lin.bias"].double().numpy()
+    scores = x.double().numpy() @ w.T + b
+    predicted = (scores[:, 0] > 0).astype(int) if scores.shape[1] == 1 else scores.argmax(1)
+    expected = confusion_matrix(y.reshape(-1).numpy().astype(int), predicted)
+    np.testing.assert_array_equal(confusion(model, x, y).numpy(), expected)

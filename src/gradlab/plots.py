@@ -6,6 +6,7 @@
   For classifiers (gradlab.classifiers): the sigmoid curve of the predicted probability along the
   linear score w x + b, with the training rows at their 0/1 labels (logistic), or the training
   split's confusion matrix (softmax).
+- `confusion`: for classifiers, the test split's confusion matrix at the end, saved as confusion.png.
 - `loss_surface`: for one-weight models (one feature, no bias: the toy lessons), the loss J(w)
   with the path gradient descent took on it, saved as loss_surface.png at the end.
 """
@@ -54,6 +55,9 @@ class FitPlots(L.Callback):
         figures = {"fit": self.fit_figure(trainer, pl_module, trainer.current_epoch)}
         if len(self.w_path) > 1:
             figures["loss_surface"] = self.loss_surface_figure(trainer)
+        if pl_module.task == "classification":
+            x, y = trainer.datamodule.splits["test"]
+            figures["confusion"] = confusion_figure(confusion(pl_module, x, y), "test split")
         for name, fig in figures.items():
             fig.savefig(out / f"{name}.png", dpi=100)
             self.saved[name] = out / f"{name}.png"
@@ -132,32 +136,46 @@ class FitPlots(L.Callback):
 
 def class_figure(trainer: L.Trainer, pl_module: L.LightningModule, epochs_done: int):
     """Logistic: the sigmoid along the linear score, rows at their labels; softmax: the confusion matrix."""
+    x, y = trainer.datamodule.splits["train"]
+    if pl_module.net.lin.out_features > 1:
+        return confusion_figure(confusion(pl_module, x, y), f"training split after {epochs_done} epochs")
+    plt = _pyplot()
+    with torch.no_grad():
+        score = pl_module.net(x.to(pl_module.device)).cpu()[:, 0]  # w x + b, before the sigmoid
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    z = torch.linspace(float(score.min()) - 1, float(score.max()) + 1, 200)
+    ax.plot(score, y[:, 0], "ro", markersize=3, alpha=0.4, label="training rows (label 0 or 1)")
+    ax.plot(z, torch.sigmoid(z), "b", label="sigmoid(w x + b): predicted probability of class 1")
+    ax.axhline(0.5, color="k", linestyle="--", linewidth=0.8)
+    ax.set_xlabel("w x + b")
+    ax.set_ylabel("probability of class 1")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(f"training split after {epochs_done} epochs")
+    fig.tight_layout()
+    return fig
+
+
+def confusion(pl_module: L.LightningModule, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(K, K) counts: row = true class, column = predicted class (torchmetrics' confusion matrix)."""
     from torchmetrics.functional.classification import multiclass_confusion_matrix
 
+    predicted = pl_module.outputs(x.to(pl_module.device))["class"].cpu()
+    k = max(pl_module.net.lin.out_features, 2)
+    return multiclass_confusion_matrix(predicted, y.reshape(-1).long(), num_classes=k)
+
+
+def confusion_figure(matrix: torch.Tensor, title: str):
     plt = _pyplot()
-    x, y = trainer.datamodule.splits["train"]
-    with torch.no_grad():
-        score = pl_module.net(x.to(pl_module.device)).cpu()  # (N, K): before the sigmoid or softmax
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    if score.shape[1] == 1:
-        z = torch.linspace(float(score.min()) - 1, float(score.max()) + 1, 200)
-        ax.plot(score[:, 0], y[:, 0], "ro", markersize=3, alpha=0.4, label="training rows (label 0 or 1)")
-        ax.plot(z, torch.sigmoid(z), "b", label="sigmoid(w x + b): predicted probability of class 1")
-        ax.axhline(0.5, color="k", linestyle="--", linewidth=0.8)
-        ax.set_xlabel("w x + b")
-        ax.set_ylabel("probability of class 1")
-        ax.legend(loc="upper left", fontsize=8)
-    else:
-        k = score.shape[1]
-        matrix = multiclass_confusion_matrix(score, y, num_classes=k)  # rows: true class, columns: predicted
-        ax.imshow(matrix, cmap="Blues")
-        for i in range(k):
-            for j in range(k):
-                ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center")
-        ax.set_xticks(range(k))
-        ax.set_yticks(range(k))
-        ax.set_xlabel("predicted class")
-        ax.set_ylabel("true class")
-    ax.set_title(f"training split after {epochs_done} epochs")
+    k = len(matrix)
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.imshow(matrix, cmap="Blues")
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center")
+    ax.set_xticks(range(k))
+    ax.set_yticks(range(k))
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title)
     fig.tight_layout()
     return fig
