@@ -6,6 +6,7 @@ all three gradient paths and at other learning rates and epoch counts."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -93,3 +94,13 @@ def test_course_experiment_runs_with_fast_dev_run(experiment, tmp_path):
     assert result.status == "finished"
     assert {"test/loss", "test/accuracy", "test/f1"} <= set(result.metrics)
     assert all(np.isfinite(v) for v in result.metrics.values())
+
+
+@pytest.mark.parametrize("experiment", list(COURSE))
+def test_course_experiment_yaml_says_how_to_run_it_and_which_lesson_it_is(experiment):
+    from conftest import CONF
+
+    text = (Path(CONF) / "experiment" / f"{experiment}.yaml").read_text()
+    header = "".join(line for line in text.splitlines(keepends=True) if line.startswith("#"))
+    assert f"Run: python scripts/train.py experiment={experiment}" in header
+    assert "lesson" in header and "train_test_split(test_size=0.2, random_state=1234)" in header
