@@ -153,31 +153,31 @@ class LinearClassifier(L.LightningModule):
         from scipy.optimize import linprog
 
         margins = self._margin_rows(x, y)  # (rows x classes, K * D): one row per margin
-        width = margins.shape[1]
+        count, width = margins.shape
         # the largest sum of margins, all >= 0, with every weight in [-1, 1]: 0 unless some separate
-        most = linprog(-margins.sum(0), A_ub=-margins, b_ub=np.zeros(len(margins)), bounds=(-1, 1),
+        most = linprog(-np.asarray(margins.sum(0)).ravel(), A_ub=-margins, b_ub=np.zeros(count), bounds=(-1, 1),
                        method="highs")
-        if most.status != 0 or -most.fun <= 1e-7 * len(margins):
+        if most.status != 0 or -most.fun <= 1e-7 * count:
             return None
-        strict = linprog(np.zeros(width), A_ub=-margins, b_ub=-np.ones(len(margins)), bounds=(None, None),
-                         method="highs")
+        strict = linprog(np.zeros(width), A_ub=-margins, b_ub=-np.ones(count), bounds=(None, None), method="highs")
         return "complete" if strict.status == 0 else "partial"  # 0: every margin >= 1 is feasible
 
-    def _margin_rows(self, x: Tensor, y: Tensor) -> np.ndarray:
-        """A (N (K - 1), K D) matrix whose product with the flattened weights gives every margin."""
+    def _margin_rows(self, x: Tensor, y: Tensor):
+        """A sparse (N (K - 1), K D) matrix whose product with the flattened weights gives every margin."""
+        from scipy.sparse import csr_matrix
+
         index = self.class_index(y).numpy()
-        k = max(self.net.lin.out_features, 2)  # logistic: class 1's logit against class 0's fixed 0
+        k = max(self.net.lin.out_features, 2)  # logistic: class 1's score against class 0's
         xs = x.double().numpy()
         if self.net.lin.bias is not None:
             xs = np.hstack([xs, np.ones((len(xs), 1))])
         n, d = xs.shape
-        rows = []
-        for other in range(k):
-            a = np.zeros((n, k, d))
-            a[np.arange(n), index] = xs  # + w_{y_i} . x_i
-            a[:, other] -= xs  # - w_k . x_i
-            rows.append(a.reshape(n, k * d)[index != other])
-        return np.vstack(rows)
+        row, other = np.nonzero(np.arange(k)[None, :] != index[:, None])  # every (row i, class k != y_i)
+        cols = np.arange(d)
+        columns = np.hstack([index[row, None] * d + cols, other[:, None] * d + cols])  # + w_{y_i}, - w_k
+        values = np.hstack([xs[row], -xs[row]])
+        return csr_matrix((values.ravel(), (np.repeat(np.arange(len(row)), 2 * d), columns.ravel())),
+                          shape=(len(row), k * d))
 
     def class_index(self, y: Tensor) -> Tensor:
         return y.reshape(-1).long()
