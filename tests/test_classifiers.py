@@ -286,3 +286,15 @@ def test_the_pictures_are_written_and_the_confusion_matrix_is_sklearns(experimen
     predicted = (scores[:, 0] > 0).astype(int) if scores.shape[1] == 1 else scores.argmax(1)
     expected = confusion_matrix(y.reshape(-1).numpy().astype(int), predicted)
     np.testing.assert_array_equal(confusion(model, x, y).numpy(), expected)
+
+
+@pytest.mark.parametrize("features,model", [("[u,v]", "softmax"), ("[u,v]", "logistic"), ("[u]", "logistic")])
+def test_one_or_two_features_draw_the_sigmoid_or_the_decision_regions(features, model, tmp_path):
+    import matplotlib.image
+
+    x, index = _overlapping(3 if model == "softmax" else 2)
+    path = _write_csv(tmp_path / "own.csv", ["u", "v", "kind"], [[a, b, c] for (a, b), c in zip(x, index)])
+    result = train(make_cfg(f"model={model}", "data=labelled_csv", f"data.path={path}", "data.target=kind",
+                            f"data.features={features}", "trainer.max_epochs=5", root_dir=tmp_path / "runs"))
+    picture = matplotlib.image.imread(result.run_dir / "fit.png")
+    assert picture.shape[:2] == (450, 600) and picture[..., :3].std() > 0  # drawn, not blank
