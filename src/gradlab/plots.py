@@ -149,8 +149,8 @@ def class_figure(trainer: L.Trainer, pl_module: L.LightningModule, epochs_done: 
         score = pl_module.net(x.to(pl_module.device)).cpu()[:, 0]  # w x + b, before the sigmoid
     fig, ax = plt.subplots(figsize=(6, 4.5))
     if x.shape[1] == 1:  # one feature: the sigmoid along it
-        score, (w,), b = x[:, 0], pl_module.net.lin.weight.detach().cpu()[0].tolist(), pl_module.net.lin.bias
-        b = 0.0 if b is None else float(b)
+        weight, bias = pl_module.coefficients()
+        score, w, b = x[:, 0], float(weight[0, 0]), 0.0 if bias is None else float(bias[0])
     z = torch.linspace(float(score.min()) - 1, float(score.max()) + 1, 200)
     curve = torch.sigmoid(w * z + b) if x.shape[1] == 1 else torch.sigmoid(z)
     ax.plot(score, y[:, 0], "ro", markersize=3, alpha=0.4, label="training rows (label 0 or 1)")
