@@ -251,11 +251,15 @@ def test_bad_class_data_exits_2_naming_it(case, tmp_path):
     assert "Traceback" not in proc.stderr and not (tmp_path / "lightning_logs").exists()
 
 
-def test_a_classifier_on_numeric_targets_exits_2_naming_both(tmp_path):
-    proc = run_script("train.py", "model=logistic", "data=regression", cwd=tmp_path)
+@pytest.mark.parametrize("model,data,phrases", [
+    ("logistic", "regression", ["LogisticClassifier", "RegressionDataModule", "data=breast_cancer"]),
+    ("linear", "wine", ["WineDataModule", "LinearRegressor", "model=softmax"]),
+])
+def test_a_model_on_data_of_the_other_kind_exits_2_naming_both(model, data, phrases, tmp_path):
+    proc = run_script("train.py", f"model={model}", f"data={data}", cwd=tmp_path)
     assert proc.returncode == 2
-    assert "LogisticClassifier" in proc.stderr and "RegressionDataModule" in proc.stderr
-    assert "data=breast_cancer" in proc.stderr and not (tmp_path / "lightning_logs").exists()
+    assert all(p in proc.stderr for p in phrases), proc.stderr
+    assert not (tmp_path / "lightning_logs").exists()
 
 
 # --------------------------------------------------------------- pictures
