@@ -302,3 +302,25 @@ def test_one_or_two_features_draw_the_sigmoid_or_the_decision_regions(features, 
                             f"data.features={features}", "trainer.max_epochs=5", root_dir=tmp_path / "runs"))
     picture = matplotlib.image.imread(result.run_dir / "fit.png")
     assert picture.shape[:2] == (450, 600) and picture[..., :3].std() > 0  # drawn, not blank
+
+
+def test_tensorboard_gets_the_gap_to_the_optimum_only_where_one_exists(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    x, index = _overlapping(2)
+    path = _write_csv(tmp_path / "own.csv", ["u", "v", "kind"], [[a, b, c] for (a, b), c in zip(x, index)])
+    result = train(make_cfg("model=logistic", "data=labelled_csv", f"data.path={path}", "data.target=kind",
+                            "data.val_fraction=0", "data.test_fraction=0", "trainer.max_epochs=40",
+                            "trainer.log_every_n_steps=1", root_dir=tmp_path / "runs"))
+    events = EventAccumulator(str(result.run_dir), size_guidance={"scalars": 0}).Reload()
+    losses, gaps = events.Scalars("train/loss"), events.Scalars("train/gap")
+    x64 = (x - x.mean(0)) / x.std(0)  # standardised on all rows: they are all the training split here
+    optimum = minimize(lambda v: bce(v[:2].reshape(1, 2), v[2:], x64, index), np.zeros(3), method="BFGS",
+                       options={"gtol": 1e-10}).fun
+    assert len(gaps) == len(losses) == 40
+    for loss, gap in zip(losses, gaps):
+        assert gap.value == pytest.approx(loss.value - optimum, abs=1e-5)
+
+    course = train(make_cfg("experiment=course_logistic", "trainer.max_epochs=20", root_dir=tmp_path / "course"))
+    tags = EventAccumulator(str(course.run_dir), size_guidance={"scalars": 0}).Reload().Tags()["scalars"]
+    assert "train/loss" in tags and "train/gap" not in tags  # separable: no optimum to measure a gap to
