@@ -45,3 +45,34 @@ def journal_loop(x: Tensor, y: Tensor, weight: Tensor, bias: Tensor | None, lr: 
 def _state(model: nn.Linear, loss: float) -> tuple[Tensor, Tensor | None, float]:
     bias = None if model.bias is None else model.bias.detach().clone()
     return model.weight.detach().clone(), bias, loss
+
+
+def course_loop(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor, lr: float, epochs: int,
+                n_classes: int | None = None) -> tuple[float, float, Tensor]:
+    """The course's lesson 08 as written (n_classes None: a linear model and a sigmoid, nn.BCELoss on
+    its output, y of shape (N, 1)), or the same with K outputs and nn.CrossEntropyLoss (y: (N,)
+    class indices); from zero weights, SGD, full batch. (final training loss after the last update,
+    test accuracy, weight)."""
+    linear = nn.Linear(x_train.shape[1], n_classes or 1)
+    with torch.no_grad():
+        linear.weight.zero_()
+        linear.bias.zero_()
+    if n_classes is None:
+        def model(x):
+            return torch.sigmoid(linear(x))
+        criterion = nn.BCELoss()
+    else:
+        model, criterion = linear, nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(linear.parameters(), lr=lr)
+    for _ in range(epochs):
+        y_pred = model(x_train)
+        loss = criterion(y_pred, y_train)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    with torch.no_grad():
+        final_loss = criterion(model(x_train), y_train).item()
+        y_predicted = model(x_test)
+        y_predicted_cls = y_predicted.round() if n_classes is None else y_predicted.argmax(1)
+        acc = y_predicted_cls.eq(y_test).sum() / float(y_test.shape[0])
+    return final_loss, acc.item(), linear.weight.detach().clone()

@@ -205,7 +205,7 @@ def _composed_configs():
     csv = ["data.path=x.csv", "data.target=y"]
     for group in ("data", "model", "optimizer", "trainer", "logger", "callbacks", "experiment"):
         for option in _options(group):
-            yield f"{group}={option}", [f"{group}={option}", *(csv if option == "csv" else [])]
+            yield f"{group}={option}", [f"{group}={option}", *(csv if option in ("csv", "labelled_csv") else [])]
 
 
 def _leaves(node, prefix: str = "") -> list[str]:

@@ -113,6 +113,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.path": (_text, "the path of a CSV file with a header row"),
     "data.target": (_text, "the name of the target column"),
     "data.features": (_optional(_strings), "null (all other columns) or a list of column names"),
+    "data.split": (_one_of("seeded", "train_test_split"),
+                   "'seeded' (gradlab's) or 'train_test_split' (sklearn's)"),
     # model
     "model.bias": (_bool, "true or false"),
     "model.init": (_one_of("default", "zeros"), "'default' or 'zeros'"),

@@ -388,3 +388,214 @@ def _check_header(path: str, header: list[str]) -> None:
     duplicates = sorted({h for h in header if header.count(h) > 1})
     if duplicates:
         raise DataError(f"{path}: the header names {duplicates} more than once; column names must be unique")
+
+
+# ------------------------------------------------------------------ classes (the course's lessons 08-11)
+
+
+class ClassificationDataModule(TensorDataModule):
+    """Rows with a class label, for gradlab.classifiers. Subclasses implement `load_classes()`.
+
+    `labels` is what the model trains on, passed by train.py from the model (never in the YAML):
+    "binary" gives (N, 1) 0/1 floats for nn.BCELoss (two classes only), "index" (N,) int64 class
+    indices for nn.CrossEntropyLoss. `classes` (the label of each index, sorted) is stored in every
+    checkpoint, so predict.py names the class it predicts.
+    `split="train_test_split"` splits as the course does, with sklearn's
+    train_test_split(test_size=test_fraction, random_state=seed), rows in its order; "seeded" is
+    gradlab's own split. Features are standardised with sklearn's StandardScaler fitted on the
+    training split, as the course does.
+    """
+
+    label_column = "target"  # named in the messages about labels
+
+    def __init__(
+        self,
+        labels: str = "index",
+        split: str = "seeded",
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        batch_size: int | None = None,
+        shuffle: bool = True,
+        standardize: bool = True,
+        seed: int = 42,
+    ):
+        super().__init__(val_fraction, test_fraction, batch_size, shuffle, standardize, seed)
+        self.labels, self.split = labels, split
+        self.classes: list | None = None
+        self.feature_names: list[str] | None = None
+
+    def load_classes(self) -> tuple[np.ndarray, np.ndarray, list]:
+        """X (N, F), each row's class index (N,), and the label of each index."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        x, index, classes = self.load_classes()
+        x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+        present = sorted({classes[i] for i in index})
+        if len(present) < 2:
+            raise DataError(f"the label column {self.label_column!r} holds one class only ({present}); "
+                            "a classifier needs rows of at least 2 classes")
+        if self.labels == "binary" and len(classes) != 2:
+            raise DataError(f"model=logistic tells 2 classes apart, but the label column {self.label_column!r} "
+                            f"holds {len(classes)}: {classes}; use model=softmax for more than 2")
+        self.classes = list(classes)
+        rows = self.split_classes(len(x))
+        if self.standardize:
+            from sklearn.preprocessing import StandardScaler
+
+            scaler = StandardScaler().fit(x[rows["train"]])  # the training split's mean and std only
+            x = scaler.transform(x)
+            self.x_mean, self.x_std = scaler.mean_.tolist(), scaler.scale_.tolist()
+        x32 = torch.from_numpy(x.astype(np.float32))  # (N, F)
+        if self.labels == "binary":
+            y = torch.from_numpy(index.astype(np.float32)).reshape(-1, 1)  # (N, 1), as the lesson's y.view(-1, 1)
+        else:
+            y = torch.from_numpy(index.astype(np.int64))  # (N,)
+        self.splits = {name: (x32[torch.from_numpy(r)], y[torch.from_numpy(r)]) for name, r in rows.items()}
+        for name in ("val", "test"):
+            if len(rows[name]) == 0:  # as TensorDataModule: an empty split falls back to the training split
+                self.splits[name] = self.splits["train"]
+
+    def split_classes(self, n: int) -> dict[str, np.ndarray]:
+        """Row numbers of the val, test and train splits."""
+        if self.split != "train_test_split":
+            return {name: rows.numpy() for name, rows in self.split_rows(n).items()}
+        from sklearn.model_selection import train_test_split
+
+        rows, empty = np.arange(n), np.arange(0)
+        train, test = train_test_split(rows, test_size=self.test_fraction, random_state=self.seed) \
+            if self.test_fraction else (rows, empty)
+        train, val = train_test_split(train, test_size=round(n * self.val_fraction), random_state=self.seed) \
+            if self.val_fraction else (train, empty)
+        return {"val": val, "test": test, "train": train}
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "classes": self.classes, "feature_names": self.feature_names}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.classes, self.feature_names = state.get("classes"), state.get("feature_names")
+
+
+class BreastCancerDataModule(ClassificationDataModule):
+    """sklearn's bundled breast-cancer data (569 x 30, 2 classes, offline): the course's lesson 08."""
+
+    def __init__(self, labels: str = "index", split: str = "seeded", val_fraction: float = 0.1,
+                 test_fraction: float = 0.1, batch_size: int | None = None, shuffle: bool = True,
+                 standardize: bool = True, seed: int = 42):
+        super().__init__(labels, split, val_fraction, test_fraction, batch_size, shuffle, standardize, seed)
+        self.save_hyperparameters(logger=False)
+
+    def load_classes(self) -> tuple[np.ndarray, np.ndarray, list]:
+        from sklearn.datasets import load_breast_cancer
+
+        bunch = load_breast_cancer()  # target 0 = malignant, 1 = benign, as the lesson trains on it
+        self.feature_names = [str(name) for name in bunch.feature_names]  # plain str: weights_only-safe
+        return bunch.data, bunch.target, [str(name) for name in bunch.target_names]
+
+
+class WineDataModule(ClassificationDataModule):
+    """sklearn's bundled wine data (178 x 13, 3 classes, offline): the course's wine.csv (lesson 09)."""
+
+    def __init__(self, labels: str = "index", split: str = "seeded", val_fraction: float = 0.1,
+                 test_fraction: float = 0.1, batch_size: int | None = None, shuffle: bool = True,
+                 standardize: bool = True, seed: int = 42):
+        super().__init__(labels, split, val_fraction, test_fraction, batch_size, shuffle, standardize, seed)
+        self.save_hyperparameters(logger=False)
+
+    def load_classes(self) -> tuple[np.ndarray, np.ndarray, list]:
+        from sklearn.datasets import load_wine
+
+        bunch = load_wine()
+        self.feature_names = [str(name) for name in bunch.feature_names]  # plain str: weights_only-safe
+        return bunch.data, bunch.target, [str(name) for name in bunch.target_names]
+
+
+class IrisDataModule(ClassificationDataModule):
+    """sklearn's bundled iris data (150 x 4, 3 classes, offline)."""
+
+    def __init__(self, labels: str = "index", split: str = "seeded", val_fraction: float = 0.1,
+                 test_fraction: float = 0.1, batch_size: int | None = None, shuffle: bool = True,
+                 standardize: bool = True, seed: int = 42):
+        super().__init__(labels, split, val_fraction, test_fraction, batch_size, shuffle, standardize, seed)
+        self.save_hyperparameters(logger=False)
+
+    def load_classes(self) -> tuple[np.ndarray, np.ndarray, list]:
+        from sklearn.datasets import load_iris
+
+        bunch = load_iris()
+        self.feature_names = [str(name) for name in bunch.feature_names]  # plain str: weights_only-safe
+        return bunch.data, bunch.target, [str(name) for name in bunch.target_names]
+
+
+class LabelledCsvDataModule(ClassificationDataModule):
+    """A CSV file with a header row: a label column (integers or text) and numeric feature columns."""
+
+    def __init__(
+        self,
+        path: str,
+        target: str,
+        features: list[str] | None = None,
+        labels: str = "index",
+        split: str = "seeded",
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        batch_size: int | None = None,
+        shuffle: bool = True,
+        standardize: bool = True,
+        seed: int = 42,
+    ):
+        super().__init__(labels, split, val_fraction, test_fraction, batch_size, shuffle, standardize, seed)
+        self.path, self.target = path, target
+        self.features = list(features) if features is not None else None
+        self.label_column = target
+        self.save_hyperparameters(logger=False)
+
+    def load_classes(self) -> tuple[np.ndarray, np.ndarray, list]:
+        header, numbered = read_table(self.path, "data.path")
+        require_column(self.path, header, self.target, "data.target")
+        if self.features is not None and self.target in self.features:
+            raise DataError(f"{self.path}: data.features lists the label column {self.target!r}; list only inputs")
+        wanted = self.features if self.features is not None else [h for h in header if h != self.target]
+        for col in wanted:
+            require_column(self.path, header, col, "data.features")
+        if not wanted:
+            raise DataError(f"{self.path}: no feature columns besides the labels {self.target!r}; "
+                            f"columns are {header}")
+        if len(numbered) < 2:
+            raise DataError(f"{self.path}: {len(numbered)} data row(s); at least 2 are needed")
+        x = numbers(self.path, header, numbered, wanted)  # names a non-numeric feature cell
+        self.feature_names = list(wanted)
+        return (x, *labels_of(self.path, header, numbered, self.target))
+
+
+def labels_of(path: str, header: list[str], numbered: list[tuple[int, list[str]]],
+              column: str) -> tuple[np.ndarray, list]:
+    """Each row's class index and the classes, sorted: integers if every label is one, else text."""
+    col = header.index(column)
+    cells = []
+    for line, row in numbered:
+        cell = row[col].strip() if col < len(row) else ""
+        if not cell:
+            raise DataError(f"{path}, line {line}, column {column!r}: the label is empty; fill it or "
+                            "remove the row")
+        cells.append(cell)
+    try:
+        values = [int(c) for c in cells]
+    except ValueError:
+        values = cells
+    classes = sorted(set(values))
+    position = {c: i for i, c in enumerate(classes)}
+    return np.array([position[v] for v in values]), classes
+
+
+def check_known_labels(path: str, header: list[str], numbered: list[tuple[int, list[str]]], column: str,
+                       classes: list) -> None:
+    """A DataError for a row whose label (in a file given to predict) is none of the model's classes."""
+    _, found = labels_of(path, header, numbered, column)
+    unknown = [c for c in found if c not in classes and str(c) not in map(str, classes)]
+    if unknown:
+        raise DataError(f"{path}: the label column {column!r} holds {unknown}, which the model was not trained "
+                        f"on; its classes are {classes}")

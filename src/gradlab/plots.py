@@ -3,6 +3,12 @@
 - `fit`: the training points and the fitted line (one feature), or predicted against actual
   (several features); logged every `every_n_epochs`, so TensorBoard's step slider shows the
   line moving onto the data, and saved as fit.png at the end.
+  For classifiers (gradlab.classifiers): the sigmoid curve of the predicted probability along the
+  linear score w x + b, with the training rows at their 0/1 labels (logistic), or the training
+  split's confusion matrix (softmax).
+  With two features (e.g. data.features=[a,b]) the decision regions instead; with one, the sigmoid
+  along the feature.
+- `confusion`: for classifiers, the test split's confusion matrix at the end, saved as confusion.png.
 - `loss_surface`: for one-weight models (one feature, no bias: the toy lessons), the loss J(w)
   with the path gradient descent took on it, saved as loss_surface.png at the end.
 """
@@ -59,6 +65,9 @@ class FitPlots(L.Callback):
         figures = {"fit": self.fit_figure(trainer, pl_module, trainer.current_epoch, self)}
         if len(self.w_path) > 1:
             figures["loss_surface"] = self.loss_surface_figure(trainer)
+        if pl_module.task == "classification":
+            x, y = trainer.datamodule.splits["test"]
+            figures["confusion"] = confusion_figure(confusion(pl_module, x, y), "test split")
         for name, fig in figures.items():
             fig.savefig(out / f"{name}.png", dpi=100)
             self.saved[name] = out / f"{name}.png"
@@ -92,6 +101,8 @@ class FitPlots(L.Callback):
 
         `plots`: the callback whose run this picture belongs to; its first picture fixes the axes.
         """
+        if pl_module.task == "classification":
+            return class_figure(trainer, pl_module, epochs_done)
         plt = _pyplot()
         x, y = trainer.datamodule.splits["train"]
         with torch.no_grad():
@@ -150,3 +161,76 @@ class FitPlots(L.Callback):
         ax.legend()
         fig.tight_layout()
         return fig
+
+
+def class_figure(trainer: L.Trainer, pl_module: L.LightningModule, epochs_done: int):
+    """Logistic: the sigmoid along the linear score, rows at their labels; softmax: the confusion matrix."""
+    x, y = trainer.datamodule.splits["train"]
+    names = getattr(trainer.datamodule, "feature_names", None) or [f"x{i + 1}" for i in range(x.shape[1])]
+    if x.shape[1] == 2:
+        return boundary_figure(pl_module, x, y, names, f"training split after {epochs_done} epochs")
+    if pl_module.net.lin.out_features > 1:
+        return confusion_figure(confusion(pl_module, x, y), f"training split after {epochs_done} epochs")
+    plt = _pyplot()
+    with torch.no_grad():
+        score = pl_module.net(x.to(pl_module.device)).cpu()[:, 0]  # w x + b, before the sigmoid
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    if x.shape[1] == 1:  # one feature: the sigmoid along it
+        weight, bias = pl_module.coefficients()
+        score, w, b = x[:, 0], float(weight[0, 0]), 0.0 if bias is None else float(bias[0])
+    z = torch.linspace(float(score.min()) - 1, float(score.max()) + 1, 200)
+    curve = torch.sigmoid(w * z + b) if x.shape[1] == 1 else torch.sigmoid(z)
+    ax.plot(score, y[:, 0], "ro", markersize=3, alpha=0.4, label="training rows (label 0 or 1)")
+    ax.plot(z, curve, "b", label="sigmoid(w x + b): predicted probability of class 1")
+    ax.axhline(0.5, color="k", linestyle="--", linewidth=0.8)
+    ax.set_xlabel(f"{names[0]} (standardised)" if x.shape[1] == 1 else "w x + b")
+    ax.set_ylabel("probability of class 1")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(f"training split after {epochs_done} epochs")
+    fig.tight_layout()
+    return fig
+
+
+def boundary_figure(pl_module: L.LightningModule, x: torch.Tensor, y: torch.Tensor, names: list[str], title: str):
+    """Two features: the class the model predicts at every point of the plane, and the rows."""
+    plt = _pyplot()
+    lo, hi = x.min(0).values - 0.5, x.max(0).values + 0.5
+    u, v = torch.meshgrid(torch.linspace(lo[0], hi[0], 200), torch.linspace(lo[1], hi[1], 200), indexing="xy")
+    grid = torch.stack([u.flatten(), v.flatten()], 1)  # (200 * 200, 2)
+    regions = pl_module.outputs(grid.to(pl_module.device))["class"].cpu().reshape(u.shape)
+    k = max(pl_module.net.lin.out_features, 2)
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.contourf(u, v, regions, levels=torch.arange(k + 1) - 0.5, cmap="tab10", vmin=0, vmax=9, alpha=0.25)
+    ax.scatter(x[:, 0], x[:, 1], c=y.reshape(-1), cmap="tab10", vmin=0, vmax=9, s=12, edgecolors="k",
+               linewidths=0.3)
+    ax.set_xlabel(f"{names[0]} (standardised)")
+    ax.set_ylabel(f"{names[1]} (standardised)")
+    ax.set_title(f"decision regions, {title}")
+    fig.tight_layout()
+    return fig
+
+
+def confusion(pl_module: L.LightningModule, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(K, K) counts: row = true class, column = predicted class (torchmetrics' confusion matrix)."""
+    from torchmetrics.functional.classification import multiclass_confusion_matrix
+
+    predicted = pl_module.outputs(x.to(pl_module.device))["class"].cpu()
+    k = max(pl_module.net.lin.out_features, 2)
+    return multiclass_confusion_matrix(predicted, y.reshape(-1).long(), num_classes=k)
+
+
+def confusion_figure(matrix: torch.Tensor, title: str):
+    plt = _pyplot()
+    k = len(matrix)
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.imshow(matrix, cmap="Blues")
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center")
+    ax.set_xticks(range(k))
+    ax.set_yticks(range(k))
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig

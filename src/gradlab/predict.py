@@ -11,7 +11,15 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from gradlab.data import CsvDataModule, DataError, numbers, read_table, require_column
+from gradlab.data import (
+    ClassificationDataModule,
+    CsvDataModule,
+    DataError,
+    check_known_labels,
+    numbers,
+    read_table,
+    require_column,
+)
 from gradlab.evaluate import find_checkpoint, restore
 
 
@@ -28,6 +36,9 @@ def predict(cfg: DictConfig) -> Path:
 
     x = restored.dm.transform(torch.tensor(rows, dtype=torch.float32))  # (Q, F), as in training
     columns = {name: values.tolist() for name, values in restored.model.outputs(x).items()}  # each (Q,)
+    classes = getattr(restored.dm, "classes", None)  # a classifier's labels, in its class order
+    if classes is not None and "class" in columns:
+        columns["class"] = [classes[i] for i in columns["class"]]
 
     out = Path(cfg.output)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -94,11 +105,15 @@ def _from_csv(path: str, n_features: int, dm) -> tuple[list[str], list[list[str]
                             f"are {header}")
     for col in wanted:
         require_column(path, header, col, "a feature the model was trained on")
+    if isinstance(dm, ClassificationDataModule) and dm.label_column in header:  # labels to compare with
+        check_known_labels(path, header, numbered, dm.label_column, dm.classes)
     return header, [row for _, row in numbered], numbers(path, header, numbered, wanted).tolist()
 
 
 def _feature_names(dm) -> list[str] | None:
     """The training file's feature columns, by name, where the checkpoint's data came from a CSV."""
+    if isinstance(dm, ClassificationDataModule):
+        return dm.feature_names  # the CSV's or the sklearn dataset's names
     if not isinstance(dm, CsvDataModule):
         return None
     return list(dm.features) if dm.features is not None else dm.feature_names

@@ -66,11 +66,12 @@ def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> R
     say = rank_zero_only(print)
 
     # plain lists: checkpoints stay weights_only-safe
-    dm = datamodule if datamodule is not None else instantiate(cfg.data, _convert_="all")
+    dm = datamodule if datamodule is not None else instantiate(cfg.data, _convert_="all", **_data_needs(cfg))
     dm.setup("fit")  # bad data fails here, before any run directory exists
     x_query = _query(cfg.predict_x, dm)  # so does a predict_x row of the wrong length
 
-    model = instantiate(cfg.model, n_features=dm.n_features, optimizer=instantiate(cfg.optimizer))
+    model = instantiate(cfg.model, n_features=dm.n_features, optimizer=instantiate(cfg.optimizer),
+                        **_model_needs(cfg, dm))
     ckpt_path, run_dir, is_new = _resolve_run(cfg, model)  # a checkpoint that does not fit fails here
     if is_new and rank_zero_only.rank == 0:
         _save_config(cfg, run_dir)
@@ -231,6 +232,8 @@ def _query(predict_x, dm) -> torch.Tensor:
 
 
 def _predictions(when: str, model, x: torch.Tensor, predict_x) -> str:
+    if model.task == "classification":
+        return _class_predictions(when, model, x, predict_x)
     with torch.no_grad():
         y = model(x.to(model.device)).cpu()[:, 0]
     shown = [f"{v:g}" if not isinstance(v, list) else str(v) for v in _inputs(predict_x)]
@@ -282,6 +285,8 @@ def _summarize(trainer: L.Trainer, cfg: DictConfig, status: str, report: str, me
 
 def _report(model, dm, trainer: L.Trainer, metrics: dict, run_dir: Path, seconds: float) -> str:
     """The end of a run: the learned coefficients next to the best fit's, the final loss, where it went."""
+    if model.task == "classification":
+        return _classification_report(model, dm, trainer, metrics, run_dir, seconds)
     best = model.best_fit(*dm.splits["train"])
     weight, bias = model.coefficients()
     lines = [f"Coefficients learned:       {_coefficients(weight, bias)}"]
@@ -303,3 +308,82 @@ def _coefficients(weight: torch.Tensor, bias: torch.Tensor | None) -> str:
     w = weight.detach().cpu().flatten().tolist()
     text = "w = " + (f"{w[0]:.8g}" if len(w) == 1 else "[" + ", ".join(f"{v:.6g}" for v in w) + "]")
     return text + (f", b = {float(bias.flatten()[0]):.8g}" if bias is not None else "")
+
+
+# ------------------------------------------------------------------ classifiers (gradlab.classifiers)
+
+
+def _data_needs(cfg: DictConfig) -> dict:
+    """What a classifier needs of its data, given at instantiation as n_features is to the model:
+    its targets as 0/1 floats (labels="binary", for BCE) or as class indices ("index", for CE)."""
+    import inspect
+
+    from hydra.utils import get_class
+
+    model_cls, data_cls = get_class(cfg.model._target_), get_class(cfg.data._target_)
+    labels = getattr(model_cls, "labels", None)
+    if labels is not None and "labels" not in inspect.signature(data_cls).parameters:
+        raise DataError(f"{model_cls.__name__} tells classes apart, but {data_cls.__name__} holds numeric "
+                        "targets; use data=breast_cancer, data=wine, data=iris or data=labelled_csv")
+    if labels is None and "labels" in inspect.signature(data_cls).parameters:
+        raise DataError(f"{data_cls.__name__} holds classes, but {model_cls.__name__} fits numbers; use "
+                        "model=logistic (2 classes) or model=softmax")
+    return {"labels": labels} if labels is not None else {}
+
+
+def _model_needs(cfg: DictConfig, dm) -> dict:
+    """The number of classes, for a model that has one output per class (softmax)."""
+    import inspect
+
+    from hydra.utils import get_class
+
+    takes = "n_classes" in inspect.signature(get_class(cfg.model._target_)).parameters
+    return {"n_classes": len(dm.classes)} if takes else {}
+
+
+def _class_predictions(when: str, model, x: torch.Tensor, predict_x) -> str:
+    columns = model.outputs(x.to(model.device))
+    shown = [f"{v:g}" if not isinstance(v, list) else str(v) for v in _inputs(predict_x)]
+    return "\n".join(f"Prediction {when}: f({v}) = class {int(c)}, probability {float(p):.6g}"
+                     for v, c, p in zip(shown, columns["class"], columns["probability"]))
+
+
+def _classification_report(model, dm, trainer: L.Trainer, metrics: dict, run_dir: Path, seconds: float) -> str:
+    """The end of a classifier's run: its largest coefficients, the optimum (or that there is none),
+    the test accuracy and the final training loss."""
+    x, y = dm.splits["train"]
+    weight, bias = model.coefficients()
+    names = getattr(dm, "feature_names", None) or [f"x{i + 1}" for i in range(weight.shape[1])]
+    lines = [f"Coefficients learned: {_largest(weight, names)}; norm |W| = {float(weight.norm()):.6g}"
+             + (f", b = [{', '.join(f'{v:.6g}' for v in bias.tolist())}]" if bias is not None else "")]
+    best = model.best_fit(x, y)
+    if best is not None:
+        lines.append(f"Optimum (sklearn LogisticRegression(C=inf)): train {model.loss_name} "
+                     f"{_loss_text(best['loss'])}, |W| = {float(best['weight'].norm()):.6g}; gap "
+                     f"{metrics['train/final_loss'] - best['loss']:.6g}")
+    elif (separation := model.separation(x, y)) == "complete":
+        lines.append("Optimum: none: the train split is linearly separable, so the loss can approach 0 "
+                     "as |W| grows (no finite optimum; no gap is logged)")
+    elif separation == "partial":
+        lines.append("Optimum: none: some rows of the train split are linearly separable from the rest, so "
+                     "the loss keeps falling as |W| grows, towards a limit above 0 (no finite optimum; no gap "
+                     "is logged)")
+    if "test/accuracy" in metrics:
+        n_test = len(dm.splits["test"][0])
+        lines.append(f"Test accuracy: {metrics['test/accuracy']:.6g} ({round(metrics['test/accuracy'] * n_test)} "
+                     f"of {n_test} rows); test F1 {metrics['test/f1']:.6g}")
+    lines.append(f"Final loss (train {model.loss_name}): {metrics['train/final_loss']:.8g}")
+    shown = ", ".join(f"{k} {metrics[k]:.6g}" for k in ("val/loss", "test/loss", "test/accuracy") if k in metrics)
+    lines.append(f"gradlab: finished {trainer.current_epoch} epochs in {seconds:.1f} s; {shown}")
+    lines.append(f"gradlab: run dir {run_dir} (see it: tensorboard --logdir {run_dir.parent.parent})")
+    return "\n".join(lines)
+
+
+def _largest(weight: torch.Tensor, names: list[str], n: int = 5) -> str:
+    """The n coefficients largest in size, with their feature (and class, for several outputs)."""
+    w = weight.detach().cpu()
+    order = w.abs().flatten().argsort(descending=True)[:n].tolist()
+    rows, cols = w.shape
+    label = (lambda k, f: names[f]) if rows == 1 else (lambda k, f: f"{names[f]} (class {k})")
+    shown = ", ".join(f"{label(i // cols, i % cols)} {float(w.flatten()[i]):.4g}" for i in order)
+    return shown + (f" (largest {len(order)} of {w.numel()})" if w.numel() > len(order) else "")
