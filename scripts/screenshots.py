@@ -28,7 +28,8 @@ RUNS = [
 ]
 PAGES = {  # file name: (TensorBoard page, JavaScript to run after it has drawn)
     "landing.png": ("/#timeseries", None),
-    "journal_regression_fit.png": ("/?runFilter=journal_regression&tagFilter=train%2Fpictures%2Ffit#timeseries", None),
+    "journal_regression_fit.png": (
+        "/?runFilter=journal_regression&tagFilter=train%2Fpictures%2Ffit#timeseries", None),
     "hparams.png": ("/#hparams", None),
     "text.png": ("/?runFilter=journal_regression#text", None),
     "custom_scalars.png": ("/#custom_scalars", None),

@@ -276,7 +276,7 @@ def test_the_pictures_are_written_and_the_confusion_matrix_is_sklearns(experimen
                             root_dir=tmp_path))
     assert all((result.run_dir / f"{name}.png").stat().st_size > 0 for name in ("fit", "confusion"))
     images = EventAccumulator(str(result.run_dir), size_guidance={"images": 0}).Reload().Tags()["images"]
-    assert {"plots/fit", "plots/confusion"} <= set(images)
+    assert {"train/pictures/fit", "train/pictures/confusion"} <= set(images)
 
     state = torch.load(result.run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     dm_cls, model = ((BreastCancerDataModule, LogisticClassifier(30, None)) if experiment == "course_logistic"
