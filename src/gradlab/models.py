@@ -15,6 +15,8 @@ checks use only this, so a new model is one module and one YAML (conf/model/NAME
 - `best_fit(x, y)`: the best this model can do on (x, y), {"weight", "bias", "loss"}, or None
   where no finite optimum exists;
 - `loss_name`: what `{stage}/loss` is, for the report ("MSE").
+Classifiers (gradlab.classifiers) add `labels`, the targets they need from the data, and
+`separation(x, y)`, which the report uses to say why `best_fit` has no finite optimum.
 Monitoring that is not the lesson (the gap to the optimum, pictures, divergence) lives in
 callbacks (gradlab.callbacks, gradlab.plots).
 """
