@@ -296,8 +296,13 @@ def _report(model, dm, trainer: L.Trainer, metrics: dict, run_dir: Path, seconds
     lines.append(f"Final loss (train {model.loss_name}): {metrics['train/final_loss']:.8g}{optimum}")
     shown = ", ".join(f"{k} {metrics[k]:.6g}" for k in ("val/loss", "test/loss", "test/r2") if k in metrics)
     lines.append(f"gradlab: finished {trainer.current_epoch} epochs in {seconds:.1f} s; {shown}")
-    lines.append(f"gradlab: run dir {run_dir} (see it: tensorboard --logdir {run_dir.parent.parent})")
+    lines += _where(run_dir)
     return "\n".join(lines)
+
+
+def _where(run_dir: Path) -> list[str]:
+    """Two short lines (a terminal of 80 columns does not wrap them): the run and how to look at it."""
+    return [f"gradlab: run dir {run_dir}", f"gradlab: see it with: tensorboard --logdir {run_dir.parent.parent}"]
 
 
 def _loss_text(loss: float) -> str:
@@ -375,7 +380,7 @@ def _classification_report(model, dm, trainer: L.Trainer, metrics: dict, run_dir
     lines.append(f"Final loss (train {model.loss_name}): {metrics['train/final_loss']:.8g}")
     shown = ", ".join(f"{k} {metrics[k]:.6g}" for k in ("val/loss", "test/loss", "test/accuracy") if k in metrics)
     lines.append(f"gradlab: finished {trainer.current_epoch} epochs in {seconds:.1f} s; {shown}")
-    lines.append(f"gradlab: run dir {run_dir} (see it: tensorboard --logdir {run_dir.parent.parent})")
+    lines += _where(run_dir)
     return "\n".join(lines)
 
 
