@@ -102,7 +102,8 @@ def test_piped_run_prints_a_short_start_the_loss_every_few_epochs_and_the_report
     assert [line.split()[1] for line in curve] == [f"{e}/20" for e in range(2, 21, 2)]
     losses = [float(line.split()[3]) for line in curve]
     assert losses == sorted(losses, reverse=True)  # full-batch descent on a quadratic: never up
-    assert lines[-3].startswith("gradlab: finished 20 epochs in ")
+    assert lines[-4].startswith("gradlab: finished 20 epochs in ")
+    assert lines[-3].startswith("gradlab: val/loss ")
     assert lines[-2] == "gradlab: run dir lightning_logs/default/version_0"
     assert lines[-1] == "gradlab: see it with: tensorboard --logdir lightning_logs"
 

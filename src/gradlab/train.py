@@ -294,15 +294,15 @@ def _report(model, dm, trainer: L.Trainer, metrics: dict, run_dir: Path, seconds
         lines.append(f"Coefficients least squares: {_coefficients(best['weight'], best['bias'])}")
     optimum = f" (least squares: {_loss_text(best['loss'])})" if best is not None else ""
     lines.append(f"Final loss (train {model.loss_name}): {metrics['train/final_loss']:.8g}{optimum}")
-    shown = ", ".join(f"{k} {metrics[k]:.6g}" for k in ("val/loss", "test/loss", "test/r2") if k in metrics)
-    lines.append(f"gradlab: finished {trainer.current_epoch} epochs in {seconds:.1f} s; {shown}")
-    lines += _where(run_dir)
-    return "\n".join(lines)
+    return "\n".join(lines + _ending(trainer, seconds, metrics, "test/r2", run_dir))
 
 
-def _where(run_dir: Path) -> list[str]:
-    """Two short lines (a terminal of 80 columns does not wrap them): the run and how to look at it."""
-    return [f"gradlab: run dir {run_dir}", f"gradlab: see it with: tensorboard --logdir {run_dir.parent.parent}"]
+def _ending(trainer: L.Trainer, seconds: float, metrics: dict, score: str, run_dir: Path) -> list[str]:
+    """The last lines of every report, each short enough for 80 columns: how long, the held-out
+    numbers (`score`: the model's test metric beside its loss), the run and how to look at it."""
+    shown = ", ".join(f"{k} {metrics[k]:.6g}" for k in ("val/loss", "test/loss", score) if k in metrics)
+    return [f"gradlab: finished {trainer.current_epoch} epochs in {seconds:.1f} s", f"gradlab: {shown}",
+            f"gradlab: run dir {run_dir}", f"gradlab: see it with: tensorboard --logdir {run_dir.parent.parent}"]
 
 
 def _loss_text(loss: float) -> str:
@@ -378,10 +378,7 @@ def _classification_report(model, dm, trainer: L.Trainer, metrics: dict, run_dir
         lines.append(f"Test accuracy: {metrics['test/accuracy']:.6g} ({round(metrics['test/accuracy'] * n_test)} "
                      f"of {n_test} rows); test F1 {metrics['test/f1']:.6g}")
     lines.append(f"Final loss (train {model.loss_name}): {metrics['train/final_loss']:.8g}")
-    shown = ", ".join(f"{k} {metrics[k]:.6g}" for k in ("val/loss", "test/loss", "test/accuracy") if k in metrics)
-    lines.append(f"gradlab: finished {trainer.current_epoch} epochs in {seconds:.1f} s; {shown}")
-    lines += _where(run_dir)
-    return "\n".join(lines)
+    return "\n".join(lines + _ending(trainer, seconds, metrics, "test/accuracy", run_dir))
 
 
 def _largest(weight: torch.Tensor, names: list[str], n: int = 5) -> str:
