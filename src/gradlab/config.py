@@ -67,6 +67,11 @@ def _text(v: Any) -> bool:
     return isinstance(v, str) and v.strip() != ""
 
 
+def _component(v: Any) -> bool:
+    """One path component: a name that cannot lead out of the directory it is joined to."""
+    return _text(v) and not any(c in v for c in "/\\\0") and v not in (".", "..") and v == v.strip()
+
+
 def _betas(v: Any) -> bool:
     return isinstance(v, (list, tuple)) and len(v) == 2 and all(_num(b) and 0 <= b < 1 for b in v)
 
@@ -87,7 +92,11 @@ METRICS = ("val/loss", "val/mae", "val/r2", "train/loss")
 # key -> (check, what is allowed). A key absent from the composed config is not checked.
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": (lambda v: _ge(0, integer=True)(v) and v <= SEED_MAX, f"an integer from 0 to {SEED_MAX}"),
-    "name": (_text, "a non-empty name for the run directory"),
+    "name": (
+        _component,
+        "a single directory name for the run, e.g. name=my_run (no '/' or '\\', not '.' or '..', so not "
+        "absolute either; not empty, no leading or trailing space), so the run lands in root_dir/<name>/",
+    ),
     "root_dir": (_text, "a non-empty directory path (relative to where you run the script)"),
     "predict_x": (
         _numbers,
