@@ -105,6 +105,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "resume": (_bool, "true or false"),
     "ckpt_path": (_optional(_text), "null, 'last', or the path of a .ckpt file"),
+    "data_path": (_optional(_text), "null (the run's config.yaml says) or the path of the run's CSV file"),
     "print_config": (_bool, "true or false"),
     # data (regression, toy, diabetes, csv)
     "data.n_samples": (_ge(2, integer=True), "an integer >= 2"),
@@ -191,6 +192,32 @@ def check(cfg: DictConfig) -> None:
         if not ok(value):
             raise ConfigError(_message(key, value, allowed))
     _check_combinations(cfg)
+
+
+def check_stored(model_hparams: Any, data_hparams: Any, source: str) -> None:
+    """ConfigError when the hyperparameters a checkpoint stores break the rules a command line must
+    pass: a checkpoint is data, and its model and data arguments are built only once they pass."""
+    try:
+        cfg = OmegaConf.create({"model": dict(model_hparams or {}), "data": dict(data_hparams or {})})
+    except Exception as e:
+        raise ConfigError(f"{source}: its stored hyperparameters are not plain values ({e}); "
+                          "use a checkpoint written by scripts/train.py") from None
+    n_features = cfg.model.get("n_features")
+    if not _ge(1, integer=True)(n_features):
+        raise ConfigError(f"{source}: its stored hyperparameter n_features={n_features!r} is not allowed "
+                          "(an integer >= 1); use a checkpoint written by scripts/train.py")
+    for key, (ok, allowed) in RULES.items():
+        if not key.startswith(("model.", "data.")):
+            continue
+        value = OmegaConf.select(cfg, key, default="__absent__")
+        value = OmegaConf.to_object(value) if isinstance(value, (DictConfig, ListConfig)) else value
+        if value != "__absent__" and not ok(value):
+            raise ConfigError(f"{source}: its stored hyperparameter {key}={value!r} is not allowed ({allowed}); "
+                              "nothing was run. Use a checkpoint written by scripts/train.py")
+    try:
+        _check_combinations(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: its stored hyperparameters: {e}") from None
 
 
 def _check_top_level(cfg: DictConfig) -> None:

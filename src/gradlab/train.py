@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from gradlab import runs
+from gradlab import runs, safety
 from gradlab.callbacks import Diverged, DivergenceGuard
 from gradlab.checkpoints import RecordModelClass, check_fits, load_checkpoint
 from gradlab.config import check
@@ -72,6 +72,7 @@ def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> R
 
     model = instantiate(cfg.model, n_features=dm.n_features, optimizer=instantiate(cfg.optimizer))
     ckpt_path, run_dir, is_new = _resolve_run(cfg, model)  # a checkpoint that does not fit fails here
+    safety.claim_run(run_dir, ckpt_path, is_new)  # a hostile checkpoint fails here; then this process owns the run
     if is_new and rank_zero_only.rank == 0:
         _save_config(cfg, run_dir)
     if cfg.print_config and rank_zero_only.rank == 0:
@@ -79,7 +80,8 @@ def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> R
     say(f"gradlab: run directory {run_dir}")
 
     logger_cfg = cfg.get("logger")
-    logger = instantiate(logger_cfg, save_dir=str(run_dir), name="", version="") if logger_cfg else False
+    logger = instantiate(logger_cfg, save_dir=str(run_dir), name="", version="",
+                         **safety.logger_resume_kwargs(ckpt_path)) if logger_cfg else False
     stopper = GracefulStop()
     # what every run needs, whatever the config: clean stops, finite checkpoints, restorable files
     always = [stopper, DivergenceGuard(), RecordModelClass()]
@@ -90,6 +92,7 @@ def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> R
         logger=logger,
         callbacks=callbacks,
         default_root_dir=str(run_dir),
+        plugins=[safety.AtomicCheckpointIO(run_dir / "checkpoints")],  # complete checkpoints or none
         enable_progress_bar=_isatty() if progress is None else progress,
     )
 
@@ -161,9 +164,9 @@ def _resolve_run(cfg: DictConfig, model: L.LightningModule) -> tuple[Path | None
 
 
 def _save_config(cfg: DictConfig, run_dir: Path) -> None:
-    OmegaConf.save(cfg, run_dir / "config.yaml")
+    safety.write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    OmegaConf.save(OmegaConf.create(overrides), run_dir / "overrides.yaml")
+    safety.write_text(run_dir / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(overrides)))
 
 
 def _print_tree(cfg: DictConfig) -> None:
