@@ -4,14 +4,19 @@ one process writes a run, and TensorBoard curves continue cleanly after a kill -
 
 from __future__ import annotations
 
+import os
+import resource
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_script
+from conftest import ROOT, run_script
 
-from gradlab.safety import AtomicCheckpointIO
+from gradlab.safety import AtomicCheckpointIO, atomic_file
 
 QUICK = ["trainer.max_epochs=3", "print_config=false"]
 
@@ -182,3 +187,99 @@ def test_stored_hyperparameters_pass_the_config_rules_before_use(case, script, a
     before = _files(cwd)
     _refused(run_script(script, *args, cwd=cwd), "last.ckpt: its stored hyperparameter", said)
     assert _files(cwd) == before
+
+
+# -- 3. every file gradlab writes is complete or absent ---------------------------------------
+
+def _run_limited(script: str, *args: str, cwd: Path, max_file_bytes: int, tmpdir: Path):
+    """A script whose files may grow to max_file_bytes (a full disk, for each file), with $TMPDIR on
+    another filesystem than the run (where a rename would turn into a copy)."""
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # so a write past the limit fails, as on a full disk
+
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / script), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300, preexec_fn=limit,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmpdir)})
+
+
+def _partial_files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.name.endswith(".tmp"))
+
+
+@pytest.fixture
+def shm(tmp_path):
+    """$TMPDIR on another filesystem than the runs (tmpfs, where the machine has one)."""
+    base = Path("/dev/shm") if Path("/dev/shm").is_dir() else tmp_path
+    folder = Path(base) / f"gradlab-tmp-{os.getpid()}-{tmp_path.name}"
+    folder.mkdir()
+    yield folder
+    shutil.rmtree(folder)
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_saving_a_checkpoint_keeps_the_previous_one_whole(trained, tmp_path, shm):
+    cwd = _copy(trained, tmp_path)
+    last = cwd / CKDIR / "last.ckpt"
+    before = last.read_bytes()
+    assert len(before) > 4000  # the limit below stops the checkpoint, not the small files
+    proc = _run_limited("train.py", "trainer.max_epochs=6", "print_config=false", "data=csv", "data.path=points.csv",
+                        "data.target=y", "resume=true", "~callbacks.plots", cwd=cwd, max_file_bytes=4000, tmpdir=shm)
+    _refused(proc, f"cannot write {RUN0 / 'checkpoints' / 'last.ckpt'}", "File too large")
+    assert last.read_bytes() == before  # the previous checkpoint, complete
+    torch.load(last, weights_only=True)
+    assert _partial_files(cwd) == [] and list(shm.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_writing_a_picture_leaves_no_partial_png(trained, tmp_path, shm):
+    cwd = _copy(trained, tmp_path)
+    fit = cwd / RUN0 / "fit.png"
+    before = fit.read_bytes()
+    proc = _run_limited("train.py", "trainer.max_epochs=6", "print_config=false", "data=csv", "data.path=points.csv",
+                        "data.target=y", "resume=true", cwd=cwd, max_file_bytes=len(before) // 2, tmpdir=shm)
+    _refused(proc, f"cannot write {RUN0 / 'fit.png'}")
+    assert fit.read_bytes() == before and _partial_files(cwd) == []
+
+
+def test_a_full_disk_before_the_config_is_saved_leaves_no_partial_config(tmp_path, shm):
+    proc = _run_limited("train.py", *QUICK, cwd=tmp_path, max_file_bytes=600, tmpdir=shm)
+    _refused(proc, f"cannot write {RUN0 / 'config.yaml'}", "File too large")
+    assert not (tmp_path / RUN0 / "config.yaml").exists() and _partial_files(tmp_path) == []
+
+
+@pytest.mark.parametrize("root_dir", ["a_file/logs", "a_file"])
+def test_a_root_dir_that_cannot_be_a_directory_exits_2_naming_it(root_dir, tmp_path):
+    (tmp_path / "a_file").write_text("not a directory\n")
+    proc = run_script("train.py", *QUICK, f"root_dir={root_dir}", cwd=tmp_path)
+    _refused(proc, "cannot write a_file", "Not a directory")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+@pytest.mark.slow
+def test_predict_writes_a_whole_csv_or_none(trained, tmp_path, shm):
+    cwd = _copy(trained, tmp_path)
+    (cwd / "out").mkdir()
+    _refused(run_script("predict.py", "x=[5]", "output=out", cwd=cwd), "output=out: that is a directory")
+    _refused(run_script("predict.py", "x=[]", cwd=cwd), "x=[]: no inputs")
+    _refused(run_script("predict.py", "x=[5]", "output=points.csv/p.csv", cwd=cwd), "cannot write points.csv/p.csv")
+    (cwd / "many.csv").write_text("x\n" + "".join(f"{i}\n" for i in range(2000)))
+    (cwd / "predictions.csv").write_text("x,prediction\n1,1\n")  # an earlier answer, kept on failure
+    proc = _run_limited("predict.py", "input=many.csv", cwd=cwd, max_file_bytes=8000, tmpdir=shm)
+    _refused(proc, "cannot write predictions.csv", "File too large")
+    assert (cwd / "predictions.csv").read_text() == "x,prediction\n1,1\n" and _partial_files(cwd) == []
+    ok = run_script("predict.py", "input=many.csv", cwd=cwd)
+    assert ok.returncode == 0 and len((cwd / "predictions.csv").read_text().splitlines()) == 2001, ok.stderr
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, OSError])
+def test_an_interrupted_write_leaves_the_previous_file_and_no_temporary_one(stop, tmp_path):
+    """The instant a kill would land: between the first byte and the rename."""
+    target = tmp_path / "last.ckpt"
+    target.write_bytes(b"the previous checkpoint")
+    with pytest.raises((KeyboardInterrupt, OSError)):
+        with atomic_file(target, "wb") as f:
+            f.write(b"half of the new")
+            raise stop
+    assert target.read_bytes() == b"the previous checkpoint"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]

@@ -14,6 +14,8 @@ from pathlib import Path
 import lightning.pytorch as L
 import torch
 
+from gradlab.safety import atomic_file
+
 
 def _pyplot():
     import matplotlib
@@ -52,7 +54,8 @@ class FitPlots(L.Callback):
         if len(self.w_path) > 1:
             figures["loss_surface"] = self.loss_surface_figure(trainer)
         for name, fig in figures.items():
-            fig.savefig(out / f"{name}.png", dpi=100)
+            with atomic_file(out / f"{name}.png", "wb") as f:  # a whole picture or the previous one
+                fig.savefig(f, format="png", dpi=100)
             self.saved[name] = out / f"{name}.png"
             if name == "fit" and self._fit_logged_at == trainer.global_step:
                 _pyplot().close(fig)  # the last periodic picture already shows this step
