@@ -19,6 +19,8 @@ from conftest import ROOT, run_script
 from gradlab.safety import AtomicCheckpointIO, atomic_file
 
 QUICK = ["trainer.max_epochs=3", "print_config=false"]
+CSV = ["data=csv", "data.path=points.csv", "data.target=y"]  # the data of the `trained` run
+MORE = ["trainer.max_epochs=6", "print_config=false", *CSV]  # continuing it
 
 
 def _files(root: Path) -> dict[str, tuple[int, int]]:
@@ -59,7 +61,7 @@ def trained(tmp_path_factory) -> Path:
     """A finished 3-epoch run on a CSV file, in a folder each test copies (paths inside are relative)."""
     cwd = tmp_path_factory.mktemp("trained")
     (cwd / "points.csv").write_text("x,y\n" + "".join(f"{i},{3 * i - 2}\n" for i in range(30)))
-    proc = run_script("train.py", *QUICK, "data=csv", "data.path=points.csv", "data.target=y", cwd=cwd)
+    proc = run_script("train.py", *QUICK, *CSV, cwd=cwd)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return cwd
 
@@ -106,8 +108,7 @@ def test_resume_refuses_a_checkpoint_whose_callbacks_name_paths_outside_its_run(
     (cwd / CKDIR / "escape").symlink_to(cwd / "victim")
     _craft(cwd / CKDIR / "last.ckpt", _each_checkpoint_state(lambda state: HOSTILE[case](cwd)))
     before = _files(cwd)
-    proc = run_script("train.py", "trainer.max_epochs=6", "print_config=false", "data=csv", "data.path=points.csv",
-                      "data.target=y", "resume=true", cwd=cwd)
+    proc = run_script("train.py", *MORE, "resume=true", cwd=cwd)
     _refused(proc, "last.ckpt: refused", "not inside this run's checkpoint folder")
     assert _files(cwd) == before  # the victim, the run, its checkpoints: nothing touched
     assert (cwd / "victim" / "precious.txt").read_text() == "keep me\n"
@@ -122,8 +123,7 @@ def test_a_checkpoint_from_outside_any_run_may_not_aim_into_the_new_run(trained,
     target = "lightning_logs/default/version_1/checkpoints/../../../../victim"
     _craft(cwd / "copy.ckpt", _each_checkpoint_state(lambda state: {"best_model_path": target}))
     before = _files(cwd)
-    proc = run_script("train.py", "trainer.max_epochs=6", "print_config=false", "data=csv", "data.path=points.csv",
-                      "data.target=y", "ckpt_path=copy.ckpt", cwd=cwd)
+    proc = run_script("train.py", *MORE, "ckpt_path=copy.ckpt", cwd=cwd)
     _refused(proc, "copy.ckpt: refused", "best_model_path=")
     after = _files(cwd)
     after.pop("lightning_logs/default"), before.pop("lightning_logs/default")  # its mtime: version_1 came and went
@@ -223,8 +223,8 @@ def test_a_full_disk_while_saving_a_checkpoint_keeps_the_previous_one_whole(trai
     last = cwd / CKDIR / "last.ckpt"
     before = last.read_bytes()
     assert len(before) > 4000  # the limit below stops the checkpoint, not the small files
-    proc = _run_limited("train.py", "trainer.max_epochs=6", "print_config=false", "data=csv", "data.path=points.csv",
-                        "data.target=y", "resume=true", "~callbacks.plots", cwd=cwd, max_file_bytes=4000, tmpdir=shm)
+    proc = _run_limited("train.py", *MORE, "resume=true", "~callbacks.plots", cwd=cwd, max_file_bytes=4000,
+                        tmpdir=shm)
     _refused(proc, f"cannot write {RUN0 / 'checkpoints' / 'last.ckpt'}", "File too large")
     assert last.read_bytes() == before  # the previous checkpoint, complete
     torch.load(last, weights_only=True)
@@ -236,8 +236,7 @@ def test_a_full_disk_while_writing_a_picture_leaves_no_partial_png(trained, tmp_
     cwd = _copy(trained, tmp_path)
     fit = cwd / RUN0 / "fit.png"
     before = fit.read_bytes()
-    proc = _run_limited("train.py", "trainer.max_epochs=6", "print_config=false", "data=csv", "data.path=points.csv",
-                        "data.target=y", "resume=true", cwd=cwd, max_file_bytes=len(before) // 2, tmpdir=shm)
+    proc = _run_limited("train.py", *MORE, "resume=true", cwd=cwd, max_file_bytes=len(before) // 2, tmpdir=shm)
     _refused(proc, f"cannot write {RUN0 / 'fit.png'}")
     assert fit.read_bytes() == before and _partial_files(cwd) == []
 
@@ -262,7 +261,8 @@ def test_predict_writes_a_whole_csv_or_none(trained, tmp_path, shm):
     (cwd / "out").mkdir()
     _refused(run_script("predict.py", "x=[5]", "output=out", cwd=cwd), "output=out: that is a directory")
     _refused(run_script("predict.py", "x=[]", cwd=cwd), "x=[]: no inputs")
-    _refused(run_script("predict.py", "x=[5]", "output=points.csv/p.csv", cwd=cwd), "cannot write points.csv/p.csv")
+    under_a_file = run_script("predict.py", "x=[5]", "output=points.csv/p.csv", cwd=cwd)
+    _refused(under_a_file, "cannot write points.csv/p.csv")
     (cwd / "many.csv").write_text("x\n" + "".join(f"{i}\n" for i in range(2000)))
     (cwd / "predictions.csv").write_text("x,prediction\n1,1\n")  # an earlier answer, kept on failure
     proc = _run_limited("predict.py", "input=many.csv", cwd=cwd, max_file_bytes=8000, tmpdir=shm)
