@@ -10,13 +10,15 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import ROOT, run_script
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from gradlab.safety import AtomicCheckpointIO, atomic_file
+from gradlab.safety import LOCK_NAME, AtomicCheckpointIO, atomic_file
 
 QUICK = ["trainer.max_epochs=3", "print_config=false"]
 CSV = ["data=csv", "data.path=points.csv", "data.target=y"]  # the data of the `trained` run
@@ -283,3 +285,86 @@ def test_an_interrupted_write_leaves_the_previous_file_and_no_temporary_one(stop
             raise stop
     assert target.read_bytes() == b"the previous checkpoint"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+# -- 4. one writer per run, and 7. curves continue cleanly after a kill -9 ---------------------
+
+LONG = ["data.n_samples=400", "data.batch_size=4", "optimizer.lr=0.001", "optimizer.momentum=0.9",
+        "trainer.log_every_n_steps=1", "callbacks.last.every_n_epochs=2", "print_config=false",
+        "trainer.check_val_every_n_epoch=2"]  # ModelCheckpoint saves on validation epochs if they are sparser
+STARTED = "gradlab: training;"
+
+
+def _start(cwd: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train.py"), *LONG, *args], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _wait_for(proc: subprocess.Popen, start: str) -> None:
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith(start):
+            return
+    raise AssertionError("never got to " + start + ":\n" + "".join(lines))
+
+
+@pytest.mark.slow
+def test_a_second_writer_of_a_run_in_use_is_refused_naming_the_holder(tmp_path):
+    first = run_script("train.py", *LONG, "trainer.max_epochs=2", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    holder = _start(tmp_path, "trainer.max_epochs=10000", "callbacks.last.every_n_epochs=10000", "resume=true")
+    try:
+        _wait_for(holder, STARTED)
+        before = _files(tmp_path)
+        for how in (["resume=true"], [f"ckpt_path={RUN0 / 'checkpoints' / 'last.ckpt'}"]):
+            proc = run_script("train.py", *LONG, "trainer.max_epochs=10000", *how, cwd=tmp_path)
+            _refused(proc, f"the run {RUN0} is in use by host ", f"pid {holder.pid}")
+            assert holder.poll() is None
+        lock = (tmp_path / RUN0 / LOCK_NAME).read_text()
+        assert f"pid {holder.pid}" in lock
+        assert set(_files(tmp_path)) == set(before)  # the refused ones added no file, no run directory
+        fresh = run_script("train.py", *LONG, "trainer.max_epochs=1", cwd=tmp_path)  # a new run is no writer of it
+        assert fresh.returncode == 0 and "version_1" in fresh.stdout, fresh.stderr
+    finally:
+        holder.kill()
+        holder.communicate()
+    # the lock went with the killed process: the run can be continued
+    again = run_script("train.py", *LONG, "trainer.max_epochs=3", "resume=true", cwd=tmp_path)
+    assert again.returncode == 0 and "finished 3 epochs" in again.stdout, again.stdout + again.stderr
+
+
+def _scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    ea = EventAccumulator(str(run_dir), size_guidance={"scalars": 0}).Reload()
+    return {tag: [(e.step, e.value) for e in ea.Scalars(tag)] for tag in ea.Tags()["scalars"]}
+
+
+@pytest.mark.slow
+def test_after_kill_9_and_resume_tensorboard_shows_every_step_once(tmp_path):
+    epochs = ["trainer.max_epochs=100"]  # long enough to be killed soon after its first checkpoint (epoch 2)
+    whole = run_script("train.py", *LONG, *epochs, "name=whole", cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr
+    killed = _start(tmp_path, *epochs, "name=killed")
+    last = tmp_path / "lightning_logs/killed/version_0/checkpoints/last.ckpt"
+    _wait_for(killed, STARTED)
+    deadline = time.time() + 120
+    while not last.exists() and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)  # well after the checkpoint: steps beyond it reach the event file, then the kill
+    assert killed.poll() is None, "the run ended before the kill: make it longer"
+    killed.send_signal(signal.SIGKILL)
+    killed.communicate()
+    run_dir = last.parent.parent
+    at_kill = _scalars(run_dir)["train/loss"]
+    step = torch.load(last, weights_only=True)["global_step"]
+    assert at_kill[-1][0] >= step > 0  # the event file had reached the checkpoint (and maybe beyond)
+    resumed = run_script("train.py", *LONG, *epochs, "name=killed", "resume=true", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    ours, reference = _scalars(run_dir), _scalars(tmp_path / "lightning_logs/whole/version_0")
+    assert set(ours) == set(reference) and "train/loss" in ours and "val/loss" in ours
+    steps = [s for s, _ in ours["train/loss"]]
+    assert steps == sorted(set(steps)) == list(range(len(steps))), "train/loss: a step shown twice, or a hole"
+    for tag in reference:  # Lightning writes `epoch` twice at an epoch's last step, in any run: compare
+        assert [s for s, _ in ours[tag]] == [s for s, _ in reference[tag]], f"{tag}: a hole or an extra step"
+        assert ours[tag] == reference[tag], tag  # and the same values: the run continued exactly

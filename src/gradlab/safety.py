@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+import lightning.pytorch as L
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
@@ -230,3 +231,14 @@ def logger_resume_kwargs(ckpt_path: Path | None) -> dict:
     from gradlab.checkpoints import load_checkpoint
 
     return {"purge_step": int(load_checkpoint(ckpt_path).get("global_step", 0))}
+
+
+class FlushLogsAtCheckpoint(L.Callback):
+    """Flushes the loggers' event files whenever a checkpoint is saved: after a kill -9, the curves
+    then reach at least the step that resume continues from, so they show no hole before it."""
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        for lg in trainer.loggers:
+            flush = getattr(getattr(lg, "experiment", None), "flush", None)
+            if callable(flush):
+                flush()

@@ -84,7 +84,7 @@ def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> R
                          **safety.logger_resume_kwargs(ckpt_path)) if logger_cfg else False
     stopper = GracefulStop()
     # what every run needs, whatever the config: clean stops, finite checkpoints, restorable files
-    always = [stopper, DivergenceGuard(), RecordModelClass()]
+    always = [stopper, DivergenceGuard(), RecordModelClass(), safety.FlushLogsAtCheckpoint()]
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + always
     progress = cfg.trainer.enable_progress_bar
     trainer: L.Trainer = instantiate(
