@@ -368,3 +368,76 @@ def test_after_kill_9_and_resume_tensorboard_shows_every_step_once(tmp_path):
     for tag in reference:  # Lightning writes `epoch` twice at an epoch's last step, in any run: compare
         assert [s for s, _ in ours[tag]] == [s for s, _ in reference[tag]], f"{tag}: a hole or an extra step"
         assert ours[tag] == reference[tag], tag  # and the same values: the run continued exactly
+
+
+# -- 5. resume means one thing -----------------------------------------------------------------
+
+@pytest.mark.slow
+def test_resume_continues_the_newest_run_or_says_which_runs_have_a_checkpoint(trained, tmp_path):
+    cwd = _copy(trained, tmp_path)
+    (cwd / "lightning_logs/default/version_1/checkpoints").mkdir(parents=True)  # killed before its first one
+    before = _files(cwd)
+    proc = run_script("train.py", *MORE, "resume=true", cwd=cwd)
+    _refused(proc, "the newest run of 'default', lightning_logs/default/version_1, has no checkpoints/last.ckpt",
+             f"ckpt_path={RUN0 / 'checkpoints' / 'last.ckpt'}")
+    assert _files(cwd) == before
+    chosen = run_script("train.py", *MORE, f"ckpt_path={RUN0 / 'checkpoints' / 'last.ckpt'}", cwd=cwd)
+    assert chosen.returncode == 0 and f"run dir {RUN0}" in chosen.stdout, chosen.stderr
+    assert torch.load(cwd / CKDIR / "last.ckpt", weights_only=True)["epoch"] == 6
+
+
+FIRST = ["data.n_features=3", "optimizer.momentum=0.5", "trainer.max_epochs=3", "print_config=false"]
+NOT_ON_RESUME = {
+    "another optimizer class": (["optimizer=adam"], "optimizer._target_: 'torch.optim.SGD' in the run, "
+                                                    "'torch.optim.Adam' now"),
+    "other data": (["data.n_features=1"], "data.n_features: 3 in the run, 1 now"),
+    "other data noise": (["data.noise=5"], "data.noise: 20.0 in the run, 5 now"),
+    "another model": (["model.bias=false"], "model.bias: True in the run, False now"),
+    "another seed": (["seed=7"], "seed: 42 in the run, 7 now"),
+    "other momentum": (["optimizer.momentum=0.9"], "optimizer.momentum: 0.5 in the run, 0.9 now"),
+}
+
+
+@pytest.fixture(scope="module")
+def three_features(tmp_path_factory) -> Path:
+    cwd = tmp_path_factory.mktemp("three_features")
+    proc = run_script("train.py", *FIRST, cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    return cwd
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", NOT_ON_RESUME)
+def test_a_resume_that_changes_what_the_run_was_trained_with_exits_2_showing_the_difference(
+        case, three_features, tmp_path):
+    cwd = tmp_path / "work"
+    shutil.copytree(three_features, cwd)
+    before = _files(cwd)
+    change, said = NOT_ON_RESUME[case]
+    proc = run_script("train.py", "trainer.max_epochs=6", *change, "resume=true", cwd=cwd)
+    _refused(proc, "resume: this command line changes what the run", said, "config.yaml")
+    assert _files(cwd) == before
+
+
+@pytest.mark.slow
+def test_a_resume_starts_from_the_runs_config_and_its_new_lr_takes_effect(three_features, tmp_path):
+    cwd = tmp_path / "work"
+    shutil.copytree(three_features, cwd)
+    # nothing of FIRST repeated: the three features and the momentum come from the run's config.yaml
+    proc = run_script("train.py", "trainer.max_epochs=6", "optimizer.lr=0.5", "resume=true", cwd=cwd)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ckpt = torch.load(cwd / CKDIR / "last.ckpt", weights_only=True)
+    assert ckpt["epoch"] == 6 and list(ckpt["state_dict"]["net.lin.weight"].shape) == [1, 3]
+    group = ckpt["optimizer_states"][0]["param_groups"][0]
+    assert group["lr"] == 0.5 and group["momentum"] == 0.5  # Lightning alone would have kept lr 0.01
+    from omegaconf import OmegaConf
+
+    assert OmegaConf.load(cwd / RUN0 / "resumes.yaml") == [["trainer.max_epochs=6", "optimizer.lr=0.5",
+                                                            "resume=true"]]
+    assert OmegaConf.load(cwd / RUN0 / "config.yaml").optimizer.lr == 0.5  # what the next resume continues
+    again = run_script("train.py", "trainer.max_epochs=7", "resume=true", cwd=cwd)
+    assert again.returncode == 0, again.stderr
+    ckpt = torch.load(cwd / CKDIR / "last.ckpt", weights_only=True)
+    assert ckpt["epoch"] == 7 and ckpt["optimizer_states"][0]["param_groups"][0]["lr"] == 0.5
+    assert len(OmegaConf.load(cwd / RUN0 / "resumes.yaml")) == 2
+

@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from gradlab import runs, safety
+from gradlab import resume, runs, safety
 from gradlab.callbacks import Diverged, DivergenceGuard
 from gradlab.checkpoints import RecordModelClass, check_fits, load_checkpoint
 from gradlab.config import check
@@ -60,6 +60,7 @@ def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> R
     `datamodule`: an already built one to use instead of `cfg.data` (scripts/benchmark.py shares
     one between gradlab and its plain loop, so a large dataset is held in memory once).
     """
+    cfg = resume.effective_config(cfg)  # a resume: its run's own config.yaml plus what this command line changes
     check(cfg)  # the CLI checked already; this is for callers that compose a config themselves
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     started = time.perf_counter()
@@ -73,6 +74,7 @@ def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> R
     model = instantiate(cfg.model, n_features=dm.n_features, optimizer=instantiate(cfg.optimizer))
     ckpt_path, run_dir, is_new = _resolve_run(cfg, model)  # a checkpoint that does not fit fails here
     safety.claim_run(run_dir, ckpt_path, is_new)  # a hostile checkpoint fails here; then this process owns the run
+    resume.record(run_dir, ckpt_path, is_new, cfg)  # resumes.yaml: each resume's command line
     if is_new and rank_zero_only.rank == 0:
         _save_config(cfg, run_dir)
     if cfg.print_config and rank_zero_only.rank == 0:
@@ -84,7 +86,8 @@ def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> R
                          **safety.logger_resume_kwargs(ckpt_path)) if logger_cfg else False
     stopper = GracefulStop()
     # what every run needs, whatever the config: clean stops, finite checkpoints, restorable files
-    always = [stopper, DivergenceGuard(), RecordModelClass(), safety.FlushLogsAtCheckpoint()]
+    always = [stopper, DivergenceGuard(), RecordModelClass(), safety.FlushLogsAtCheckpoint(),
+              resume.ApplyResumedLearningRate(resume.resumed_lr(cfg, is_new))]
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + always
     progress = cfg.trainer.enable_progress_bar
     trainer: L.Trainer = instantiate(
@@ -139,12 +142,7 @@ def _resolve_run(cfg: DictConfig, model: L.LightningModule) -> tuple[Path | None
     """(checkpoint to resume from, run directory, whether the directory is new)."""
     ckpt = cfg.ckpt_path or ("last" if cfg.resume else None)
     if ckpt == "last":
-        last = runs.last_checkpoint(cfg.root_dir, cfg.name)
-        if last is None:
-            raise FileNotFoundError(
-                f"resume: no run of {cfg.name!r} with a checkpoint under {cfg.root_dir}/{cfg.name}/; "
-                "start one first (without resume=true), or give ckpt_path=PATH"
-            )
+        last = resume.resume_checkpoint(cfg.root_dir, cfg.name)  # the newest run's, or it says which have one
         # a clear error for a corrupt file or one this model cannot take, before Lightning reads it
         check_fits(load_checkpoint(last), model, last)
         return last, runs.run_dir_of(last), False
