@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import resource
+import shlex
 import shutil
 import signal
 import subprocess
@@ -296,7 +297,9 @@ STARTED = "gradlab: training;"
 
 
 def _start(cwd: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train.py"), *LONG, *args], cwd=cwd,
+    flags = [a for a in args if a == "-m"]  # Hydra takes -m before the overrides
+    rest = [a for a in args if a != "-m"]
+    return subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train.py"), *flags, *LONG, *rest], cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
@@ -441,3 +444,89 @@ def test_a_resume_starts_from_the_runs_config_and_its_new_lr_takes_effect(three_
     assert ckpt["epoch"] == 7 and ckpt["optimizer_states"][0]["param_groups"][0]["lr"] == 0.5
     assert len(OmegaConf.load(cwd / RUN0 / "resumes.yaml")) == 2
 
+
+# -- 6. signals in every phase ------------------------------------------------------------------
+
+# a short fit and validation, then a long test stage (50,000 rows in batches of 2): a signal that
+# comes a while after the start lands in the imports, setup, fit, validation or test
+
+
+def _slow_stages(n_samples: int = 100_000, batch_size: int | str = 2) -> list[str]:
+    return [f"data.n_samples={n_samples}", "data.val_fraction=0.0002", "data.test_fraction=0.5",
+            f"data.batch_size={batch_size}", "trainer.max_epochs=1", "+trainer.limit_train_batches=2",
+            "print_config=false", "~callbacks.plots", "~callbacks.histograms"]
+
+
+CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+def _signalled(args: list[str], signum: int, after_s: float, cwd: Path, script: str = "train.py") -> str:
+    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / script), *args], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    time.sleep(after_s)
+    assert proc.poll() is None, "it ended before the signal: make it longer"
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=300)
+    both = out + err
+    assert proc.returncode == CODES[signum], (after_s, both)
+    assert "Traceback" not in both, both
+    return both
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("after_s", [0.3, 1.5, 4.0, 8.0])
+def test_a_signal_in_any_phase_of_train_py_exits_130_or_143_and_leaves_whole_files(signum, after_s, tmp_path):
+    _signalled(_slow_stages(), signum, after_s, tmp_path)
+    assert _partial_files(tmp_path) == []
+    for ckpt in tmp_path.rglob("*.ckpt"):
+        torch.load(ckpt, weights_only=True)  # whatever was written is whole
+
+
+@pytest.fixture(scope="module")
+def slow_to_test(tmp_path_factory) -> Path:
+    cwd = tmp_path_factory.mktemp("slow_to_test")
+    proc = run_script("train.py", *_slow_stages(1000, "null"), cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    ckpt = cwd / CKDIR / "last.ckpt"
+    # the same model, now with a test split of 50,000 rows in batches of 2 (eval rebuilds the data from it)
+    _craft(ckpt, lambda c: c["datamodule_hyper_parameters"].update(n_samples=100_000, batch_size=2))
+    return cwd
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("after_s", [0.3, 2.0, 5.0])
+def test_a_signal_in_any_phase_of_eval_py_exits_130_or_143(signum, after_s, slow_to_test):
+    out = _signalled([], signum, after_s, slow_to_test, script="eval.py")
+    assert "gradlab: stopped by" in out or "interrupted" in out, out
+
+
+def _continue_command(out: str) -> str:
+    """The printed continue-command, made runnable from anywhere (the script's absolute path)."""
+    lines = out.splitlines()
+    command = lines[lines.index(next(ln for ln in lines if ln.endswith("Continue with:"))) + 1].strip()
+    assert command.startswith("python scripts/train.py "), command
+    return f"{shlex.quote(sys.executable)} {shlex.quote(str(ROOT / 'scripts' / 'train.py'))}" + \
+        command[len("python scripts/train.py"):]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sweep", [False, True])
+def test_the_printed_continue_command_works_when_pasted_into_a_shell(sweep, tmp_path):
+    args = [*LONG, "trainer.max_epochs=4", "name=my run", "predict_x=[5,7]"]
+    args += ["-m", "optimizer.lr=0.001,0.002"] if sweep else []
+    proc = _start(tmp_path, *args[len(LONG):])
+    _wait_for(proc, STARTED)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 130, out
+    command = _continue_command(out)
+    pasted = subprocess.run(command, shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert pasted.returncode == 0, command + "\n" + pasted.stdout + pasted.stderr
+    ckpts = sorted(tmp_path.rglob("last.ckpt"))
+    assert len(ckpts) == 1  # the interrupted run (or sweep job) continued in its own directory
+    assert torch.load(ckpts[0], weights_only=True)["epoch"] == 4
+    if sweep:
+        assert "/multirun_" in str(ckpts[0]) and ckpts[0].parent.parent.name == "0", ckpts

@@ -49,7 +49,7 @@ def run(job: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     from hydra.errors import InstantiationException
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-    from gradlab import interrupt
+    from gradlab import interrupt, signals
     from gradlab.callbacks import Diverged
     from gradlab.checkpoints import BadCheckpoint
     from gradlab.data import DataError
@@ -74,15 +74,23 @@ def run(job: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         # what the checks above cannot know (e.g. trainer.devices=4 with one GPU)
         fail(f"bad config: {' '.join(str(e).split())}", 2)
     except KeyboardInterrupt:  # Ctrl-C outside training, where it has nothing to save
-        fail("interrupted (Ctrl-C) outside training; nothing was saved by this step", 128 + signal.SIGINT)
+        fail("interrupted (Ctrl-C) outside training; nothing was saved by this step and nothing is left "
+             "half-written", 128 + signal.SIGINT)
+    except signals.Terminated:  # the same for SIGTERM (gradlab.signals)
+        fail("stopped by SIGTERM outside training; nothing was saved by this step and nothing is left "
+             "half-written", 128 + signal.SIGTERM)
     except SystemExit as e:
-        # Lightning answers a Ctrl-C it catches (here: the second one) with sys.exit(1)
+        # Lightning answers a Ctrl-C it catches (the second one in training, or one in its validation
+        # or test stage) with sys.exit(1)
         if e.code == 1 and interrupt.received is not None:
             fail(
                 "stopped at once by a second Ctrl-C, without saving a checkpoint; those written "
                 "before it, if any, are kept (resume=true continues from the newest last.ckpt)",
                 128 + interrupt.received,
             )
+        if e.code == 1 and signals.received is not None:
+            fail("interrupted (Ctrl-C) while Lightning ran a stage; the checkpoints written before it are "
+                 "kept and nothing is left half-written", 128 + signals.received)
         raise
 
 

@@ -116,6 +116,24 @@ def record(run_dir: Path, ckpt_path: Path | None, is_new: bool, cfg: DictConfig)
         write_text(Path(run_dir) / "config.yaml", OmegaConf.to_yaml(cfg))
 
 
+def continue_command(run_dir: Path) -> str:
+    """The command that continues this run, shell-quoted so that it works when pasted. A sweep job
+    is continued by its checkpoint (resume=true looks for version_<N> runs, not sweep jobs)."""
+    import shlex
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    kept = [o for o in overrides if not o.startswith(("resume=", "ckpt_path="))]
+    in_sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    how = f"ckpt_path={Path(run_dir) / 'checkpoints' / 'last.ckpt'}" if in_sweep else "resume=true"
+    command = " ".join(shlex.quote(a) for a in ["python", "scripts/train.py", *kept, how])
+    if in_sweep:
+        command += "\n  (this sweep job only: the sweep stopped here, so start the jobs after it again with -m)"
+    return command
+
+
 class ApplyResumedLearningRate(L.Callback):
     """Lightning restores the optimiser's state, its learning rate included, from the checkpoint;
     a resume that sets optimizer.lr means that rate from now on, so it is put back after the restore."""

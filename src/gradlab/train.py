@@ -123,7 +123,7 @@ def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> R
         trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     if stopper.signum is not None:
         say(f"gradlab: interrupted at epoch {trainer.current_epoch}; checkpoint saved. Continue with:\n"
-            f"  python scripts/train.py {_overrides_text()} resume=true")
+            f"  {resume.continue_command(run_dir)}")
         _log_hparams(trainer, cfg, {"hp/val_loss": _metric(trainer, "val/loss")})
         return RunResult(run_dir, "interrupted", _metrics(trainer), stopper.signum)
 
@@ -179,12 +179,6 @@ def _print_tree(cfg: DictConfig) -> None:
         else:
             tree.add(f"[bold]{key}[/bold]: {value}")
     rich_print(tree)
-
-
-def _overrides_text() -> str:
-    if not HydraConfig.initialized():
-        return ""
-    return " ".join(o for o in HydraConfig.get().overrides.task if not o.startswith(("resume=", "ckpt_path=")))
 
 
 def _isatty() -> bool:
