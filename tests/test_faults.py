@@ -530,3 +530,11 @@ def test_the_printed_continue_command_works_when_pasted_into_a_shell(sweep, tmp_
     assert torch.load(ckpts[0], weights_only=True)["epoch"] == 4
     if sweep:
         assert "/multirun_" in str(ckpts[0]) and ckpts[0].parent.parent.name == "0", ckpts
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("after_s", [0.3, 1.5])
+def test_a_signal_while_predict_py_starts_exits_130_or_143_and_writes_no_csv(signum, after_s, slow_to_test):
+    _signalled(["x=[5]", "output=signalled.csv"], signum, after_s, slow_to_test, script="predict.py")
+    assert not (slow_to_test / "signalled.csv").exists() and _partial_files(slow_to_test) == []
