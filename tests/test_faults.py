@@ -538,3 +538,21 @@ def test_the_printed_continue_command_works_when_pasted_into_a_shell(sweep, tmp_
 def test_a_signal_while_predict_py_starts_exits_130_or_143_and_writes_no_csv(signum, after_s, slow_to_test):
     _signalled(["x=[5]", "output=signalled.csv"], signum, after_s, slow_to_test, script="predict.py")
     assert not (slow_to_test / "signalled.csv").exists() and _partial_files(slow_to_test) == []
+
+
+# -- 8. eval.py notices changed data --------------------------------------------------------------
+
+@pytest.mark.slow
+def test_eval_says_so_when_the_test_split_differs_from_the_one_the_checkpoint_was_tested_on(trained, tmp_path):
+    cwd = _copy(trained, tmp_path)
+    same = _eval(cwd)
+    assert same.returncode == 0 and "differs from the one" not in same.stdout, same.stdout + same.stderr
+    recorded = torch.load(cwd / CKDIR / "last.ckpt", weights_only=True)["CsvDataModule"]["test_fingerprint"]
+    assert isinstance(recorded, str) and len(recorded) == 16
+    (cwd / "points.csv").write_text("x,y\n" + "".join(f"{i},{3 * i - 1}\n" for i in range(30)))  # every y + 1
+    edited = _eval(cwd)
+    assert edited.returncode == 0, edited.stderr
+    assert "the test split of CsvDataModule(path='points.csv'" in edited.stdout, edited.stdout
+    assert f"recorded {recorded}" in edited.stdout and "not the numbers the run logged" in edited.stdout
+    (cwd / "points.csv").write_text((trained / "points.csv").read_text())  # put back: quiet again
+    assert "differs from the one" not in _eval(cwd).stdout

@@ -79,6 +79,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             "model was trained on (the training split's mean and std changed), so the test split would "
             "not be the training run's; restore that data, or evaluate a model trained on the new data"
         )
+    changed = dm.saved_fingerprint is not None and dm.fingerprint() != dm.saved_fingerprint
+    if changed:  # the numbers below are still right for this data, but not the run's own
+        print(f"gradlab: note: the test split of {type(dm).__name__}({_arguments(dm)}) differs from the one "
+              f"{path} was tested on (fingerprint {dm.fingerprint()}, recorded {dm.saved_fingerprint}): the data "
+              "has changed since training, so these are not the numbers the run logged")
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)
     metrics = {k: float(v) for k, v in trainer.test(restored.model, datamodule=dm, verbose=False)[0].items()}
