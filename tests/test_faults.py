@@ -54,6 +54,15 @@ def test_a_name_that_is_not_one_path_component_is_refused_and_nothing_is_written
     assert not Path("/tmp/gradlab-absolute").exists()
 
 
+@pytest.mark.parametrize("override", ["callbacks.last.filename=../../../escaped", "callbacks.last.filename=/tmp/x",
+                                      "callbacks.checkpoint.filename='sub/best-{epoch}'",
+                                      "callbacks.checkpoint.filename='{epoch}/../../out'"])
+def test_a_checkpoint_file_name_that_leaves_checkpoints_is_refused(override, tmp_path):
+    proc = run_script("train.py", *QUICK, override, cwd=tmp_path)
+    _refused(proc, f"bad config value {override.split('=')[0]}=", "no folders, no '..'")
+    assert list(tmp_path.iterdir()) == []
+
+
 # -- 2. a checkpoint is data --------------------------------------------------------------------
 
 RUN0 = Path("lightning_logs/default/version_0")

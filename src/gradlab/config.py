@@ -72,6 +72,15 @@ def _component(v: Any) -> bool:
     return _text(v) and not any(c in v for c in "/\\\0") and v not in (".", "..") and v == v.strip()
 
 
+def _file_pattern(v: Any) -> bool:
+    """A checkpoint file name (pattern) that stays in checkpoints/: no folder outside the {metric}
+    placeholders (Lightning fills those in), no '..', not absolute."""
+    import re
+
+    outside = re.sub(r"\{[^{}]*\}", "", v) if isinstance(v, str) else ""
+    return _text(v) and "/" not in outside and "\\" not in outside and ".." not in v and "\0" not in v
+
+
 def _betas(v: Any) -> bool:
     return isinstance(v, (list, tuple)) and len(v) == 2 and all(_num(b) and 0 <= b < 1 for b in v)
 
@@ -169,9 +178,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "callbacks.checkpoint.save_top_k": (lambda v: _int(v) and v >= -1, "-1 (all), 0 (none) or an integer >= 1"),
     "callbacks.checkpoint.save_last": (_optional(lambda v: _bool(v) or v == "link"), "true, false or 'link'"),
     "callbacks.checkpoint.every_n_epochs": (_ge(1, integer=True), "an integer >= 1"),
-    "callbacks.checkpoint.filename": (_optional(_text), "null or a file name pattern, e.g. 'best-{epoch}'"),
+    "callbacks.checkpoint.filename": (
+        _optional(_file_pattern), "null or a file name pattern, e.g. 'best-{epoch}' (no folders, no '..')"),
     "callbacks.last.every_n_epochs": (_ge(1, integer=True), "an integer >= 1"),
-    "callbacks.last.filename": (_text, "a file name, e.g. 'last'"),
+    "callbacks.last.filename": (_file_pattern, "a file name, e.g. 'last' (no folders, no '..')"),
     "callbacks.last.enable_version_counter": (_bool, "true or false"),
     "callbacks.plots.every_n_epochs": (_ge(0, integer=True), "an integer >= 0 (0: only at the end)"),
     "callbacks.histograms.every_n_epochs": (_ge(0, integer=True), "an integer >= 0 (0: only at the end)"),
