@@ -4,6 +4,10 @@ Prints and logs test MSE, MAE and R2: the numbers of the training run's own test
 Config: conf/eval.yaml. Exit codes: see src/gradlab/cli.py.
 """
 
+from gradlab import signals
+
+signals.install()  # before anything else: Ctrl-C and SIGTERM exit 130 / 143 in every phase, imports included
+
 import hydra
 from omegaconf import DictConfig
 

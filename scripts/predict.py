@@ -4,6 +4,10 @@ Inputs are raw values; the checkpoint's standardisation is applied. Writes a CSV
 Config: conf/predict.yaml. Exit codes: see src/gradlab/cli.py.
 """
 
+from gradlab import signals
+
+signals.install()  # before anything else: Ctrl-C and SIGTERM exit 130 / 143 in every phase, imports included
+
 import hydra
 from omegaconf import DictConfig
 

@@ -7,6 +7,10 @@ Examples: python scripts/train.py model=linear
 Config: conf/train.yaml. Exit codes: see src/gradlab/cli.py.
 """
 
+from gradlab import signals
+
+signals.install()  # before anything else: Ctrl-C and SIGTERM exit 130 / 143 in every phase, imports included
+
 import sys
 
 import hydra

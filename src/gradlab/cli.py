@@ -1,6 +1,7 @@
 """What the scripts share: check the config before heavy imports, and map failures to exit codes.
 
-Exit codes: 0 done; 2 bad config, data or checkpoint (a one-paragraph message, no traceback
+Exit codes: 0 done; 2 bad config, data or checkpoint, a file gradlab cannot write, or a run another
+process writes (a one-paragraph message, no traceback
 unless HYDRA_FULL_ERROR=1); 3 training diverged; 128 + signal number when interrupted
 (130 for Ctrl-C, 143 for SIGTERM); 1 anything unexpected (with its traceback). Hydra's own
 errors (an unknown group option or key, bad override syntax) come before any of this: Hydra
@@ -9,6 +10,7 @@ prints a one-paragraph message, and `main()` turns its exit 1 into 2.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -47,10 +49,11 @@ def run(job: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     from hydra.errors import InstantiationException
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-    from gradlab import interrupt
+    from gradlab import interrupt, signals
     from gradlab.callbacks import Diverged
     from gradlab.checkpoints import BadCheckpoint
     from gradlab.data import DataError
+    from gradlab.safety import RunInUse, UnsafeCheckpoint, WriteError
 
     try:
         check_arguments(cfg)
@@ -59,22 +62,40 @@ def run(job: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         fail(str(e), 2)
     except Diverged as e:
         fail(f"training diverged: {e}. {_kept(getattr(e, 'run_dir', None))}", 3)
-    except (DataError, FileNotFoundError, BadCheckpoint) as e:
+    except (DataError, FileNotFoundError, BadCheckpoint, UnsafeCheckpoint, RunInUse, WriteError) as e:
         fail(str(e), 2)
+    except OSError as e:
+        if e.errno not in _CANNOT_WRITE:
+            raise
+        # a directory gradlab creates (root_dir, a run's folder) where it cannot: say where
+        fail(f"cannot write {e.filename or 'a file'}: {e.strerror}. Pick a writable place (root_dir=..., "
+             "output=...) or free some space; nothing was left half-written", 2)
     except (InstantiationException, MisconfigurationException) as e:
         # what the checks above cannot know (e.g. trainer.devices=4 with one GPU)
         fail(f"bad config: {' '.join(str(e).split())}", 2)
     except KeyboardInterrupt:  # Ctrl-C outside training, where it has nothing to save
-        fail("interrupted (Ctrl-C) outside training; nothing was saved by this step", 128 + signal.SIGINT)
+        fail("interrupted (Ctrl-C) outside training; nothing was saved by this step and nothing is left "
+             "half-written", 128 + signal.SIGINT)
+    except signals.Terminated:  # the same for SIGTERM (gradlab.signals)
+        fail("stopped by SIGTERM outside training; nothing was saved by this step and nothing is left "
+             "half-written", 128 + signal.SIGTERM)
     except SystemExit as e:
-        # Lightning answers a Ctrl-C it catches (here: the second one) with sys.exit(1)
+        # Lightning answers a Ctrl-C it catches (the second one in training, or one in its validation
+        # or test stage) with sys.exit(1)
         if e.code == 1 and interrupt.received is not None:
             fail(
                 "stopped at once by a second Ctrl-C, without saving a checkpoint; those written "
                 "before it, if any, are kept (resume=true continues from the newest last.ckpt)",
                 128 + interrupt.received,
             )
+        if e.code == 1 and signals.received is not None:
+            fail("interrupted (Ctrl-C) while Lightning ran a stage; the checkpoints written before it are "
+                 "kept and nothing is left half-written", 128 + signals.received)
         raise
+
+
+_CANNOT_WRITE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG,
+                 errno.ENOTDIR, errno.EEXIST, errno.EISDIR}
 
 
 def _kept(run_dir: Path | None) -> str:

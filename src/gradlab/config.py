@@ -67,6 +67,20 @@ def _text(v: Any) -> bool:
     return isinstance(v, str) and v.strip() != ""
 
 
+def _component(v: Any) -> bool:
+    """One path component: a name that cannot lead out of the directory it is joined to."""
+    return _text(v) and not any(c in v for c in "/\\\0") and v not in (".", "..") and v == v.strip()
+
+
+def _file_pattern(v: Any) -> bool:
+    """A checkpoint file name (pattern) that stays in checkpoints/: no folder outside the {metric}
+    placeholders (Lightning fills those in), no '..', not absolute."""
+    import re
+
+    outside = re.sub(r"\{[^{}]*\}", "", v) if isinstance(v, str) else ""
+    return _text(v) and "/" not in outside and "\\" not in outside and ".." not in v and "\0" not in v
+
+
 def _betas(v: Any) -> bool:
     return isinstance(v, (list, tuple)) and len(v) == 2 and all(_num(b) and 0 <= b < 1 for b in v)
 
@@ -87,7 +101,11 @@ METRICS = ("val/loss", "val/mae", "val/r2", "train/loss")
 # key -> (check, what is allowed). A key absent from the composed config is not checked.
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": (lambda v: _ge(0, integer=True)(v) and v <= SEED_MAX, f"an integer from 0 to {SEED_MAX}"),
-    "name": (_text, "a non-empty name for the run directory"),
+    "name": (
+        _component,
+        "a single directory name for the run, e.g. name=my_run (no '/' or '\\', not '.' or '..', so not "
+        "absolute either; not empty, no leading or trailing space), so the run lands in root_dir/<name>/",
+    ),
     "root_dir": (_text, "a non-empty directory path (relative to where you run the script)"),
     "predict_x": (
         _numbers,
@@ -96,6 +114,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "resume": (_bool, "true or false"),
     "ckpt_path": (_optional(_text), "null, 'last', or the path of a .ckpt file"),
+    "data_path": (_optional(_text), "null (the run's config.yaml says) or the path of the run's CSV file"),
     "print_config": (_bool, "true or false"),
     # data (regression, toy, diabetes, csv)
     "data.n_samples": (_ge(2, integer=True), "an integer >= 2"),
@@ -162,9 +181,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "callbacks.checkpoint.save_top_k": (lambda v: _int(v) and v >= -1, "-1 (all), 0 (none) or an integer >= 1"),
     "callbacks.checkpoint.save_last": (_optional(lambda v: _bool(v) or v == "link"), "true, false or 'link'"),
     "callbacks.checkpoint.every_n_epochs": (_ge(1, integer=True), "an integer >= 1"),
-    "callbacks.checkpoint.filename": (_optional(_text), "null or a file name pattern, e.g. 'best-{epoch}'"),
+    "callbacks.checkpoint.filename": (
+        _optional(_file_pattern), "null or a file name pattern, e.g. 'best-{epoch}' (no folders, no '..')"),
     "callbacks.last.every_n_epochs": (_ge(1, integer=True), "an integer >= 1"),
-    "callbacks.last.filename": (_text, "a file name, e.g. 'last'"),
+    "callbacks.last.filename": (_file_pattern, "a file name, e.g. 'last' (no folders, no '..')"),
     "callbacks.last.enable_version_counter": (_bool, "true or false"),
     "callbacks.plots.every_n_epochs": (_ge(0, integer=True), "an integer >= 0 (0: only at the end)"),
     "callbacks.histograms.every_n_epochs": (_ge(0, integer=True), "an integer >= 0 (0: only at the end)"),
@@ -190,6 +210,32 @@ def check(cfg: DictConfig) -> None:
         if not ok(value):
             raise ConfigError(_message(key, value, allowed))
     _check_combinations(cfg)
+
+
+def check_stored(model_hparams: Any, data_hparams: Any, source: str) -> None:
+    """ConfigError when the hyperparameters a checkpoint stores break the rules a command line must
+    pass: a checkpoint is data, and its model and data arguments are built only once they pass."""
+    try:
+        cfg = OmegaConf.create({"model": dict(model_hparams or {}), "data": dict(data_hparams or {})})
+    except Exception as e:
+        raise ConfigError(f"{source}: its stored hyperparameters are not plain values ({e}); "
+                          "use a checkpoint written by scripts/train.py") from None
+    n_features = cfg.model.get("n_features")
+    if not _ge(1, integer=True)(n_features):
+        raise ConfigError(f"{source}: its stored hyperparameter n_features={n_features!r} is not allowed "
+                          "(an integer >= 1); use a checkpoint written by scripts/train.py")
+    for key, (ok, allowed) in RULES.items():
+        if not key.startswith(("model.", "data.")):
+            continue
+        value = OmegaConf.select(cfg, key, default="__absent__")
+        value = OmegaConf.to_object(value) if isinstance(value, (DictConfig, ListConfig)) else value
+        if value != "__absent__" and not ok(value):
+            raise ConfigError(f"{source}: its stored hyperparameter {key}={value!r} is not allowed ({allowed}); "
+                              "nothing was run. Use a checkpoint written by scripts/train.py")
+    try:
+        _check_combinations(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: its stored hyperparameters: {e}") from None
 
 
 def _check_top_level(cfg: DictConfig) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import hashlib
 import math
 from pathlib import Path
 
@@ -110,6 +111,8 @@ class TensorDataModule(L.LightningDataModule):
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
         self.x_mean: list[float] | None = None
         self.x_std: list[float] | None = None
+        self.saved_fingerprint: str | None = None  # the test split's, as a checkpoint recorded it
+        self._fingerprint: str | None = None
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
         """The whole dataset: X of shape (N, F) and y of shape (N,)."""
@@ -170,12 +173,24 @@ class TensorDataModule(L.LightningDataModule):
             return x
         return (x - torch.tensor(self.x_mean)) / torch.tensor(self.x_std)
 
+    def fingerprint(self) -> str | None:
+        """A hash of the test split as the model sees it (None before setup); computed once, since
+        the splits do not change. eval.py compares it with the one the checkpoint recorded."""
+        if self._fingerprint is None and "test" in self.splits:
+            x, y = self.splits["test"]
+            digest = hashlib.sha256(x.contiguous().numpy().tobytes())
+            digest.update(y.contiguous().numpy().tobytes())
+            self._fingerprint = digest.hexdigest()[:16]
+        return self._fingerprint
+
     def state_dict(self) -> dict:
-        # saved in every checkpoint, so predict.py can standardise raw inputs the same way
-        return {"x_mean": self.x_mean, "x_std": self.x_std}
+        # saved in every checkpoint, so predict.py can standardise raw inputs the same way, and
+        # eval.py can tell whether the test split is still the one the run was tested on
+        return {"x_mean": self.x_mean, "x_std": self.x_std, "test_fingerprint": self.fingerprint()}
 
     def load_state_dict(self, state: dict) -> None:
         self.x_mean, self.x_std = state.get("x_mean"), state.get("x_std")
+        self.saved_fingerprint = state.get("test_fingerprint")
 
     def _loader(self, split: str, shuffle: bool) -> TensorBatches:
         x, y = self.splits[split]

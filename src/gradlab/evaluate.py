@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from gradlab import data, runs
 from gradlab.checkpoints import BadCheckpoint, load_checkpoint, restore_model
+from gradlab.config import check_stored
 from gradlab.data import DataError, TensorDataModule
 
 # the answer is one line: no GPU/TPU notices or tips from Lightning around it
@@ -50,18 +51,26 @@ def find_checkpoint(ckpt_path: str | None, root_dir: str, name: str) -> Path:
     return last
 
 
-def restore(path: Path) -> Restored:
-    """The trained model and its (not yet loaded) datamodule, from a checkpoint file."""
+def restore(path: Path, data_path: str | None = None) -> Restored:
+    """The trained model and its (not yet loaded) datamodule, from a checkpoint file.
+
+    The stored hyperparameters pass the config rules first. A data file's path never comes from the
+    checkpoint (a crafted one could point anywhere): it is `data_path`, or the run's own config.yaml's.
+    """
     ckpt = load_checkpoint(path)
-    dm = _datamodule(ckpt, path)
+    check_stored(ckpt["hyper_parameters"], ckpt.get("datamodule_hyper_parameters"), str(path))
+    dm = _datamodule(ckpt, path, data_path or _run_data_path(path))
     return Restored(path, restore_model(ckpt, path), dm, int(ckpt.get("global_step", 0)))
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Runs the test stage on the checkpoint's test split; prints and logs the model's test metrics."""
     path = find_checkpoint(cfg.ckpt_path, cfg.root_dir, cfg.name)
-    restored = restore(path)
+    restored = restore(path, cfg.get("data_path"))
     dm = restored.dm
+    if isinstance(dm, data.CsvDataModule) and dm.path is None:
+        raise DataError(f"{path}: it was trained on a CSV file, and no config.yaml of its run says which; "
+                        "give it as data_path=FILE.csv")
     saved = (dm.x_mean, dm.x_std)
     dm.setup("test")
     if (dm.x_mean, dm.x_std) != saved:
@@ -70,6 +79,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             "model was trained on (the training split's mean and std changed), so the test split would "
             "not be the training run's; restore that data, or evaluate a model trained on the new data"
         )
+    changed = dm.saved_fingerprint is not None and dm.fingerprint() != dm.saved_fingerprint
+    if changed:  # the numbers below are still right for this data, but not the run's own
+        print(f"gradlab: note: the test split of {type(dm).__name__}({_arguments(dm)}) differs from the one "
+              f"{path} was tested on (fingerprint {dm.fingerprint()}, recorded {dm.saved_fingerprint}): the data "
+              "has changed since training, so these are not the numbers the run logged")
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)
     metrics = {k: float(v) for k, v in trainer.test(restored.model, datamodule=dm, verbose=False)[0].items()}
@@ -87,13 +101,31 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-def _datamodule(ckpt: dict, path: Path) -> TensorDataModule:
+def _run_data_path(path: Path) -> str | None:
+    """data.path in the config.yaml of the run the checkpoint belongs to, if it has one."""
+    from omegaconf import OmegaConf
+
+    run_dir = runs.run_dir_of(Path(path))
+    saved = run_dir / "config.yaml" if run_dir is not None else None
+    if saved is None or not saved.is_file():
+        return None
+    try:
+        value = OmegaConf.select(OmegaConf.load(saved), "data.path")
+    except Exception:
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _datamodule(ckpt: dict, path: Path, data_path: str | None) -> TensorDataModule:
     # Lightning stores a datamodule's state_dict under its class name, its arguments beside it
     for key, state in ckpt.items():
         cls = getattr(data, key, None) if isinstance(key, str) else None
         if isinstance(cls, type) and issubclass(cls, TensorDataModule):
             try:
-                dm = cls(**ckpt.get("datamodule_hyper_parameters", {}))
+                arguments = dict(ckpt.get("datamodule_hyper_parameters", {}))
+                if "path" in arguments:  # where the data is: never the checkpoint's say
+                    arguments["path"] = data_path
+                dm = cls(**arguments)
             except TypeError as e:
                 raise BadCheckpoint(f"{path}: its datamodule arguments do not fit {key} ({e})") from None
             dm.load_state_dict(state)

@@ -20,6 +20,8 @@ from pathlib import Path
 import lightning.pytorch as L
 import torch
 
+from gradlab.safety import atomic_file
+
 
 def _pyplot():
     import matplotlib
@@ -69,7 +71,8 @@ class FitPlots(L.Callback):
             x, y = trainer.datamodule.splits["test"]
             figures["confusion"] = confusion_figure(confusion(pl_module, x, y), "test split")
         for name, fig in figures.items():
-            fig.savefig(out / f"{name}.png", dpi=100)
+            with atomic_file(out / f"{name}.png", "wb") as f:  # a whole picture or the previous one
+                fig.savefig(f, format="png", dpi=100)
             self.saved[name] = out / f"{name}.png"
             if name == "fit" and self._fit_logged_at == trainer.global_step:
                 _pyplot().close(fig)  # the last periodic picture already shows this step

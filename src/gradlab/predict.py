@@ -21,6 +21,7 @@ from gradlab.data import (
     require_column,
 )
 from gradlab.evaluate import find_checkpoint, restore
+from gradlab.safety import atomic_file
 
 
 def predict(cfg: DictConfig) -> Path:
@@ -41,8 +42,10 @@ def predict(cfg: DictConfig) -> Path:
         columns["class"] = [classes[i] for i in columns["class"]]
 
     out = Path(cfg.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as f:
+    if out.is_dir():
+        raise DataError(f"output={cfg.output}: that is a directory; give the CSV file to write, e.g. "
+                        f"output={out / 'predictions.csv'}")
+    with atomic_file(out, "w", newline="") as f:  # a complete CSV or none: never half a file
         writer = csv.writer(f)
         writer.writerow([*header, *columns])
         for i, row in enumerate(cells):  # 9 digits: a float32 exactly
@@ -78,6 +81,8 @@ def _number(v) -> bool:
 def _from_command_line(x, n_features: int, dm) -> tuple[list[str], list[list[str]], list[list[float]]]:
     """x=5, x=[5,7] (a number is used for every feature) or x=[[1,2],[3,4]] (one row each)."""
     rows = []
+    if not _values(x):
+        raise DataError("x=[]: no inputs; give at least one, e.g. x=[5] or x=[[1,2]]")
     for v in _values(x):
         row = v if isinstance(v, list) else [v] * n_features
         if not all(_number(c) for c in row) or len(row) != n_features:

@@ -25,7 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 _VERSION = re.compile(r"version_(\d+)$")
 
 
-def _versions(base: Path) -> list[tuple[int, Path]]:
+def versions(base: Path) -> list[tuple[int, Path]]:
+    """(N, path) of each version_<N> run folder in `base`, oldest first."""
     if not base.is_dir():
         return []
     found = [(int(m.group(1)), p) for p in base.iterdir() if (m := _VERSION.match(p.name))]
@@ -37,8 +38,8 @@ def new_run_dir(root: str | Path, name: str) -> Path:
     base = Path(root) / name
     base.mkdir(parents=True, exist_ok=True)
     while True:
-        versions = _versions(base)
-        n = versions[-1][0] + 1 if versions else 0
+        claimed = versions(base)
+        n = claimed[-1][0] + 1 if claimed else 0
         try:
             (base / f"version_{n}").mkdir()
         except FileExistsError:  # another run claimed it between listing and mkdir
@@ -48,7 +49,7 @@ def new_run_dir(root: str | Path, name: str) -> Path:
 
 def last_checkpoint(root: str | Path, name: str) -> Path | None:
     """checkpoints/last.ckpt of the newest run of `name` that has one (what resume continues)."""
-    for _, run_dir in reversed(_versions(Path(root) / name)):
+    for _, run_dir in reversed(versions(Path(root) / name)):
         ckpt = run_dir / "checkpoints" / "last.ckpt"
         if ckpt.is_file():
             return ckpt

@@ -21,7 +21,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from gradlab import logger, runs
+from gradlab import logger, resume, runs, safety
 from gradlab.callbacks import Diverged, DivergenceGuard
 from gradlab.checkpoints import RecordModelClass, check_fits, load_checkpoint
 from gradlab.config import check
@@ -60,6 +60,7 @@ def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> R
     `datamodule`: an already built one to use instead of `cfg.data` (scripts/benchmark.py shares
     one between gradlab and its plain loop, so a large dataset is held in memory once).
     """
+    cfg = resume.effective_config(cfg)  # a resume: its run's own config.yaml plus what this command line changes
     check(cfg)  # the CLI checked already; this is for callers that compose a config themselves
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     started = time.perf_counter()
@@ -73,6 +74,8 @@ def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> R
     model = instantiate(cfg.model, n_features=dm.n_features, optimizer=instantiate(cfg.optimizer),
                         **_model_needs(cfg, dm))
     ckpt_path, run_dir, is_new = _resolve_run(cfg, model)  # a checkpoint that does not fit fails here
+    safety.claim_run(run_dir, ckpt_path, is_new)  # a hostile checkpoint fails here; then this process owns the run
+    resume.record(run_dir, ckpt_path, is_new, cfg)  # resumes.yaml: each resume's command line
     if is_new and rank_zero_only.rank == 0:
         _save_config(cfg, run_dir)
     if cfg.print_config and rank_zero_only.rank == 0:
@@ -80,16 +83,24 @@ def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> R
     say(f"gradlab: run directory {run_dir}")
 
     logger_cfg = cfg.get("logger")
-    board = instantiate(logger_cfg, save_dir=str(run_dir), name="", version="") if logger_cfg else False
+    board = instantiate(logger_cfg, save_dir=str(run_dir), name="", version="",
+                        **safety.logger_resume_kwargs(ckpt_path)) if logger_cfg else False
     if isinstance(board, TensorBoardLogger):
         logger.write_start(board, _hparams(cfg))
     stopper = GracefulStop()
     # what every run needs, whatever the config: clean stops, finite checkpoints, restorable files
-    always = [stopper, DivergenceGuard(), RecordModelClass()]
+    always = [stopper, DivergenceGuard(), RecordModelClass(), safety.FlushLogsAtCheckpoint(),
+              resume.ApplyResumedLearningRate(resume.resumed_lr(cfg, is_new))]
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + always
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a progress callback then
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=board, callbacks=callbacks, default_root_dir=str(run_dir))
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        logger=board,
+        callbacks=callbacks,
+        default_root_dir=str(run_dir),
+        plugins=[safety.AtomicCheckpointIO(run_dir / "checkpoints")],  # complete checkpoints or none
+    )
     say(_start(cfg, model, trainer))
     say(_predictions("before training", model, x_query, cfg.predict_x))
 
@@ -116,7 +127,7 @@ def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> R
         trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     if stopper.signum is not None:
         message = (f"gradlab: interrupted at epoch {trainer.current_epoch}; checkpoint saved. Continue with:\n"
-                   f"  python scripts/train.py {_overrides_text()} resume=true")
+                   f"  {resume.continue_command(run_dir)}")
         say(message)
         _summarize(trainer, cfg, "INTERRUPTED", message, _metrics(trainer))
         _result(run_dir, "interrupted", _metrics(trainer))
@@ -143,12 +154,7 @@ def _resolve_run(cfg: DictConfig, model: L.LightningModule) -> tuple[Path | None
     """(checkpoint to resume from, run directory, whether the directory is new)."""
     ckpt = cfg.ckpt_path or ("last" if cfg.resume else None)
     if ckpt == "last":
-        last = runs.last_checkpoint(cfg.root_dir, cfg.name)
-        if last is None:
-            raise FileNotFoundError(
-                f"resume: no run of {cfg.name!r} with a checkpoint under {cfg.root_dir}/{cfg.name}/; "
-                "start one first (without resume=true), or give ckpt_path=PATH"
-            )
+        last = resume.resume_checkpoint(cfg.root_dir, cfg.name)  # the newest run's, or it says which have one
         # a clear error for a corrupt file or one this model cannot take, before Lightning reads it
         check_fits(load_checkpoint(last), model, last)
         return last, runs.run_dir_of(last), False
@@ -176,9 +182,9 @@ def _relative(path: Path) -> Path:
 
 
 def _save_config(cfg: DictConfig, run_dir: Path) -> None:
-    OmegaConf.save(cfg, run_dir / "config.yaml")
+    safety.write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    OmegaConf.save(OmegaConf.create(overrides), run_dir / "overrides.yaml")
+    safety.write_text(run_dir / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(overrides)))
 
 
 def _print_tree(cfg: DictConfig) -> None:
