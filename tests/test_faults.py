@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import ROOT, run_script
+from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from gradlab.safety import LOCK_NAME, AtomicCheckpointIO, atomic_file
@@ -329,14 +330,15 @@ def test_a_second_writer_of_a_run_in_use_is_refused_naming_the_holder(tmp_path):
     holder = _start(tmp_path, "trainer.max_epochs=10000", "callbacks.last.every_n_epochs=10000", "resume=true")
     try:
         _wait_for(holder, STARTED)
-        before = _files(tmp_path)
         for how in (["resume=true"], [f"ckpt_path={RUN0 / 'checkpoints' / 'last.ckpt'}"]):
             proc = run_script("train.py", *LONG, "trainer.max_epochs=10000", *how, cwd=tmp_path)
             _refused(proc, f"the run {RUN0} is in use by host ", f"pid {holder.pid}")
             assert holder.poll() is None
         lock = (tmp_path / RUN0 / LOCK_NAME).read_text()
         assert f"pid {holder.pid}" in lock
-        assert set(_files(tmp_path)) == set(before)  # the refused ones added no file, no run directory
+        # the refused ones added no run directory and recorded no resume (the holder's is the only one)
+        assert sorted(p.name for p in (tmp_path / "lightning_logs/default").iterdir()) == ["version_0"]
+        assert len(OmegaConf.load(tmp_path / RUN0 / "resumes.yaml")) == 1
         fresh = run_script("train.py", *LONG, "trainer.max_epochs=1", cwd=tmp_path)  # a new run is no writer of it
         assert fresh.returncode == 0 and "version_1" in fresh.stdout, fresh.stderr
     finally:
@@ -442,8 +444,6 @@ def test_a_resume_starts_from_the_runs_config_and_its_new_lr_takes_effect(three_
     assert ckpt["epoch"] == 6 and list(ckpt["state_dict"]["net.lin.weight"].shape) == [1, 3]
     group = ckpt["optimizer_states"][0]["param_groups"][0]
     assert group["lr"] == 0.5 and group["momentum"] == 0.5  # Lightning alone would have kept lr 0.01
-    from omegaconf import OmegaConf
-
     assert OmegaConf.load(cwd / RUN0 / "resumes.yaml") == [["trainer.max_epochs=6", "optimizer.lr=0.5",
                                                             "resume=true"]]
     assert OmegaConf.load(cwd / RUN0 / "config.yaml").optimizer.lr == 0.5  # what the next resume continues

@@ -191,7 +191,15 @@ def _select(cfg, key: str):
 
 
 def _assign(tree: dict, key: str, value) -> None:
+    """Sets a dotted key; "<absent>" removes it (e.g. ~callbacks.plots), and any folder it empties."""
     *parents, last = key.split(".")
+    path = [tree]
     for p in parents:
-        tree = tree.setdefault(p, {})
-    tree[last] = value
+        path.append(path[-1].setdefault(p, {}))
+    if value != "<absent>":
+        path[-1][last] = value
+        return
+    path[-1].pop(last, None)
+    for node, name in zip(reversed(path[:-1]), reversed(parents)):
+        if node.get(name) == {}:
+            node.pop(name)
