@@ -98,3 +98,33 @@ def test_divergence_in_a_training_step_is_caught_by_every_gradient_path(optimiza
     scalars, status = _tensorboard(run_dir)
     assert "train/loss" in scalars
     assert status.startswith("FAILED: the training loss became")
+
+
+def test_the_gpu_way_of_watching_the_loss_names_the_same_first_bad_step_and_saves_no_bad_checkpoint(tmp_path):
+    """On a GPU DivergenceGuard records the first non-finite step on the device and reads it at
+    logging steps, validations and checkpoints (no sync per step); read_every_step=False runs
+    that way here."""
+    import lightning.pytorch as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from gradlab.callbacks import Diverged, DivergenceGuard
+    from gradlab.models import LinearRegressor
+
+    path = _journal_weights_until_the_loss_is_not_finite()
+    k = len(path) - 1  # the loss at the weights after k updates is the first that is not finite
+    cfg = make_cfg("experiment=journal_regression")
+    dm = RegressionDataModule(**{k_: v for k_, v in cfg.data.items() if k_ != "_target_"})
+    L.seed_everything(cfg.seed, verbose=False)
+    model = LinearRegressor(1, optimizer=lambda p: torch.optim.SGD(p, lr=LR))
+    saved = ModelCheckpoint(dirpath=tmp_path, every_n_epochs=1, save_top_k=-1, filename="{epoch}")
+    trainer = L.Trainer(max_epochs=k + 50, accelerator="cpu", devices=1, logger=False, log_every_n_steps=7,
+                        callbacks=[DivergenceGuard(read_every_step=False), saved], limit_val_batches=0,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    with pytest.raises(Diverged, match=rf"stopped being finite at epoch \d+ \(step {k}\)"):
+        trainer.fit(model, datamodule=dm)
+    assert trainer.global_step < k + 7  # found at the next logging step or checkpoint, not at the end
+    files = sorted(tmp_path.glob("*.ckpt"))
+    assert files  # checkpoints were written before it ...
+    for file in files:  # ... and each holds finite weights
+        state = torch.load(file, weights_only=True)["state_dict"]
+        assert all(torch.isfinite(t).all() for t in state.values()), file.name

@@ -30,7 +30,10 @@ class DivergenceGuard(L.Callback):
     and read at logging steps, before each validation and before each checkpoint is written.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, read_every_step: bool | None = None) -> None:
+        # None: read each loss on the CPU, record it on a GPU; False records everywhere (tests use it
+        # to run the GPU's way on a CPU)
+        self.read_every_step = read_every_step
         self._first_bad: Tensor | None = None  # on the device: the first non-finite step, or inf
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -41,7 +44,7 @@ class DivergenceGuard(L.Callback):
         if loss is None:
             return
         step = trainer.global_step - 1  # the optimizer step this loss was computed for
-        if loss.device.type == "cpu":
+        if self.read_every_step if self.read_every_step is not None else loss.device.type == "cpu":
             if not math.isfinite(loss.item()):
                 raise Diverged(self._message(trainer, "training", loss.item(), step))
             return
@@ -106,14 +109,21 @@ class TrainingCurves(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not (trainer.global_step % trainer.log_every_n_steps == 0 or trainer.fast_dev_run):
             return
+        values = {}
         loss = _loss(outputs)
         if self.best is not None and loss is not None:
-            pl_module.log("train/loss_gap", loss.detach() - self.best["loss"])
+            values["train/loss_gap"] = loss.item() - self.best["loss"]
         weight, bias = pl_module.coefficients()
         if weight.numel() + (0 if bias is None else bias.numel()) <= self.max_coefficients:
-            pl_module.log_dict(_named("weights/w", weight) | ({} if bias is None else _named("weights/b", bias)))
+            values |= _named("weights/w", weight) | ({} if bias is None else _named("weights/b", bias))
+        # Computed values go straight to the loggers, as Lightning's LearningRateMonitor logs them:
+        # self.log would keep a torchmetrics object per key, several times this model's step. The
+        # step is the one Lightning writes this batch's train/loss at (before the optimizer step).
+        if values and trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics(values, step=trainer.global_step - 1)
 
 
-def _named(name: str, values: Tensor) -> dict[str, Tensor]:
-    flat = values.detach().flatten()
+def _named(name: str, values: Tensor) -> dict[str, float]:
+    flat = values.detach().flatten().tolist()
     return {name: flat[0]} if len(flat) == 1 else {f"{name}{i + 1}": v for i, v in enumerate(flat)}

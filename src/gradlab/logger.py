@@ -7,6 +7,7 @@ Everything goes through public APIs: Lightning's TensorBoardLogger, torch's Summ
 
 from __future__ import annotations
 
+import numbers
 import os
 import shlex
 import sys
@@ -16,6 +17,7 @@ from typing import Any
 from lightning.pytorch import loggers
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
 
 # Always in HParams, next to what the command line changed: what a reader compares runs by.
 FIXED = ("experiment", "data", "model", "model.optimization", "optimizer", "optimizer.lr",
@@ -33,7 +35,22 @@ class TensorBoardLogger(loggers.TensorBoardLogger):
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
+        metrics = {k: v for k, v in metrics.items() if k != "epoch"}
+        if not all(isinstance(v, (numbers.Real, Tensor)) for v in metrics.values()):
+            return super().log_metrics(metrics, step)  # dicts and the like, Lightning's way
+        # The values of one call as one event, where Lightning writes an event per value: without
+        # TensorFlow, TensorBoard's writer checksums each event in pure Python
+        writer = self.experiment.file_writer
+        if writer is None:  # closed by the Trainer at the end of fit: Lightning's way reopens it
+            return super().log_metrics(metrics, step)
+        from torch.utils.tensorboard.summary import scalar
+
+        summary = scalar("", 0.0)
+        summary.ClearField("value")
+        for key, value in metrics.items():
+            summary.value.extend(scalar(key, float(value)).value)
+        writer.add_summary(summary, step)
+        return None
 
 
 def hparams(cfg: DictConfig, choices: Mapping[str, str], overrides: list[str]) -> dict[str, Any]:
