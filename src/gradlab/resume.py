@@ -11,6 +11,7 @@ appended to the run's resumes.yaml.
 from __future__ import annotations
 
 import fnmatch
+import re
 from pathlib import Path
 
 import lightning.pytorch as L
@@ -127,11 +128,20 @@ def continue_command(run_dir: Path) -> str:
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     kept = [o for o in overrides if not o.startswith(("resume=", "ckpt_path="))]
     in_sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    how = f"ckpt_path={Path(run_dir) / 'checkpoints' / 'last.ckpt'}" if in_sweep else "resume=true"
+    last = str(Path(run_dir) / "checkpoints" / "last.ckpt")
+    how = f"ckpt_path={_hydra_value(last)}" if in_sweep else "resume=true"
     command = " ".join(shlex.quote(a) for a in ["python", "scripts/train.py", *kept, how])
     if in_sweep:
         command += "\n  (this sweep job only: the sweep stopped here, so start the jobs after it again with -m)"
     return command
+
+
+def _hydra_value(text: str) -> str:
+    """`text` as one value of a Hydra override: quoted when it holds what Hydra's grammar reads
+    (a sweep job's folder is named like `0_optimizer.lr=0.1,trainer.max_epochs=20`)."""
+    if re.fullmatch(r"[\w./-]+", text):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 class ApplyResumedLearningRate(L.Callback):
