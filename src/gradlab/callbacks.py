@@ -116,6 +116,8 @@ class TrainingCurves(L.Callback):
         weight, bias = pl_module.coefficients()
         if weight.numel() + (0 if bias is None else bias.numel()) <= self.max_coefficients:
             values |= _named("weights/w", weight) | ({} if bias is None else _named("weights/b", bias))
+        if not all(map(math.isfinite, values.values())):
+            return  # nothing non-finite reaches TensorBoard; DivergenceGuard stops the run
         # Computed values go straight to the loggers, as Lightning's LearningRateMonitor logs them:
         # self.log would keep a torchmetrics object per key, several times this model's step. The
         # step is the one Lightning writes this batch's train/loss at (before the optimizer step).

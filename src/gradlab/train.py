@@ -89,9 +89,10 @@ def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> R
         logger.write_start(board, _hparams(cfg))
     stopper = GracefulStop()
     # what every run needs, whatever the config: clean stops, finite checkpoints, restorable files
-    always = [stopper, DivergenceGuard(), RecordModelClass(), safety.FlushLogsAtCheckpoint(),
+    always = [stopper, RecordModelClass(), safety.FlushLogsAtCheckpoint(),
               resume.ApplyResumedLearningRate(resume.resumed_lr(cfg, is_new))]
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + always
+    # the divergence guard first: it sees each step's loss before any callback logs or draws it
+    callbacks = [DivergenceGuard(), *(instantiate(c) for c in (cfg.get("callbacks") or {}).values()), *always]
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a progress callback then
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     trainer: L.Trainer = instantiate(
