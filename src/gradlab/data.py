@@ -494,8 +494,10 @@ class ClassificationDataModule(TensorDataModule):
         self.classes, self.feature_names = state.get("classes"), state.get("feature_names")
 
 
-class BreastCancerDataModule(ClassificationDataModule):
-    """sklearn's bundled breast-cancer data (569 x 30, 2 classes, offline): the course's lesson 08."""
+class BundledClassesDataModule(ClassificationDataModule):
+    """One of sklearn's bundled classification datasets (offline), named by `loader`."""
+
+    loader: str  # the sklearn.datasets function that loads it
 
     def __init__(self, labels: str = "index", split: str = "seeded", val_fraction: float = 0.1,
                  test_fraction: float = 0.1, batch_size: int | None = None, shuffle: bool = True,
@@ -504,45 +506,30 @@ class BreastCancerDataModule(ClassificationDataModule):
         self.save_hyperparameters(logger=False)
 
     def load_classes(self) -> tuple[np.ndarray, np.ndarray, list]:
-        from sklearn.datasets import load_breast_cancer
+        from sklearn import datasets
 
-        bunch = load_breast_cancer()  # target 0 = malignant, 1 = benign, as the lesson trains on it
+        bunch = getattr(datasets, self.loader)()
         self.feature_names = [str(name) for name in bunch.feature_names]  # plain str: weights_only-safe
         return bunch.data, bunch.target, [str(name) for name in bunch.target_names]
 
 
-class WineDataModule(ClassificationDataModule):
-    """sklearn's bundled wine data (178 x 13, 3 classes, offline): the course's wine.csv (lesson 09)."""
+class BreastCancerDataModule(BundledClassesDataModule):
+    """sklearn's breast-cancer data (569 x 30, 2 classes): the course's lesson 08. Target 0 is
+    malignant, 1 benign, as the lesson trains on it."""
 
-    def __init__(self, labels: str = "index", split: str = "seeded", val_fraction: float = 0.1,
-                 test_fraction: float = 0.1, batch_size: int | None = None, shuffle: bool = True,
-                 standardize: bool = True, seed: int = 42):
-        super().__init__(labels, split, val_fraction, test_fraction, batch_size, shuffle, standardize, seed)
-        self.save_hyperparameters(logger=False)
-
-    def load_classes(self) -> tuple[np.ndarray, np.ndarray, list]:
-        from sklearn.datasets import load_wine
-
-        bunch = load_wine()
-        self.feature_names = [str(name) for name in bunch.feature_names]  # plain str: weights_only-safe
-        return bunch.data, bunch.target, [str(name) for name in bunch.target_names]
+    loader = "load_breast_cancer"
 
 
-class IrisDataModule(ClassificationDataModule):
-    """sklearn's bundled iris data (150 x 4, 3 classes, offline)."""
+class WineDataModule(BundledClassesDataModule):
+    """sklearn's wine data (178 x 13, 3 classes): the course's wine.csv (lesson 09)."""
 
-    def __init__(self, labels: str = "index", split: str = "seeded", val_fraction: float = 0.1,
-                 test_fraction: float = 0.1, batch_size: int | None = None, shuffle: bool = True,
-                 standardize: bool = True, seed: int = 42):
-        super().__init__(labels, split, val_fraction, test_fraction, batch_size, shuffle, standardize, seed)
-        self.save_hyperparameters(logger=False)
+    loader = "load_wine"
 
-    def load_classes(self) -> tuple[np.ndarray, np.ndarray, list]:
-        from sklearn.datasets import load_iris
 
-        bunch = load_iris()
-        self.feature_names = [str(name) for name in bunch.feature_names]  # plain str: weights_only-safe
-        return bunch.data, bunch.target, [str(name) for name in bunch.target_names]
+class IrisDataModule(BundledClassesDataModule):
+    """sklearn's iris data (150 x 4, 3 classes)."""
+
+    loader = "load_iris"
 
 
 class LabelledCsvDataModule(ClassificationDataModule):
