@@ -38,8 +38,8 @@ class GracefulStop(L.Callback):
             raise KeyboardInterrupt  # second Ctrl-C: the user really means now
         self.signum = received = signum
         print(
-            f"\ngradlab: received {signal.Signals(signum).name}; stopping at the end of this epoch "
-            "and saving a checkpoint (Ctrl-C again to stop at once).",
+            f"\ngradlab: received {signal.Signals(signum).name}; stopping at the end of this epoch\n"
+            "gradlab: with a checkpoint (Ctrl-C again to stop at once)",  # two lines: 80 columns
             flush=True,
         )
 
