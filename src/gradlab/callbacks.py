@@ -100,11 +100,13 @@ class TrainingCurves(L.Callback):
     def __init__(self, max_coefficients: int = 10) -> None:
         self.max_coefficients = max_coefficients
         self.best: dict | None = None
+        self.computed_for: Tensor | None = None
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         splits = getattr(trainer.datamodule, "splits", None)
         if splits and hasattr(pl_module, "best_fit"):
             self.best = pl_module.best_fit(*splits["train"])
+            self.computed_for = splits["train"][0]  # the report reuses it for the same split
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not (trainer.global_step % trainer.log_every_n_steps == 0 or trainer.fast_dev_run):

@@ -22,7 +22,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from gradlab import logger, resume, runs, safety
-from gradlab.callbacks import Diverged, DivergenceGuard
+from gradlab.callbacks import Diverged, DivergenceGuard, TrainingCurves
 from gradlab.checkpoints import RecordModelClass, check_fits, load_checkpoint
 from gradlab.config import check
 from gradlab.data import DataError
@@ -294,7 +294,7 @@ def _report(model, dm, trainer: L.Trainer, metrics: dict, run_dir: Path, seconds
     """The end of a run: the learned coefficients next to the best fit's, the final loss, where it went."""
     if model.task == "classification":
         return _classification_report(model, dm, trainer, metrics, run_dir, seconds)
-    best = model.best_fit(*dm.splits["train"])
+    best = _best_fit(model, dm, trainer)
     weight, bias = model.coefficients()
     lines = [f"Coefficients learned:       {_coefficients(weight, bias)}"]
     if best is not None:
@@ -302,6 +302,16 @@ def _report(model, dm, trainer: L.Trainer, metrics: dict, run_dir: Path, seconds
     optimum = f" (least squares: {_loss_text(best['loss'])})" if best is not None else ""
     lines.append(f"Final loss (train {model.loss_name}): {metrics['train/final_loss']:.8g}{optimum}")
     return "\n".join(lines + _ending(trainer, seconds, metrics, "test/r2", run_dir))
+
+
+def _best_fit(model, dm, trainer: L.Trainer) -> dict | None:
+    """The model's best fit on the training split, as the curves callback already computed it
+    (a least-squares solve or a logistic fit: seconds on large data), else computed now."""
+    x, y = dm.splits["train"]
+    for callback in trainer.callbacks:
+        if isinstance(callback, TrainingCurves) and callback.computed_for is x:
+            return callback.best
+    return model.best_fit(x, y)
 
 
 def _ending(trainer: L.Trainer, seconds: float, metrics: dict, score: str, run_dir: Path) -> list[str]:
@@ -368,7 +378,7 @@ def _classification_report(model, dm, trainer: L.Trainer, metrics: dict, run_dir
     names = getattr(dm, "feature_names", None) or [f"x{i + 1}" for i in range(weight.shape[1])]
     lines = [f"Coefficients learned: {_largest(weight, names)}; norm |W| = {float(weight.norm()):.6g}"
              + (f", b = [{', '.join(f'{v:.6g}' for v in bias.tolist())}]" if bias is not None else "")]
-    best = model.best_fit(x, y)
+    best = _best_fit(model, dm, trainer)
     if best is not None:
         lines.append(f"Optimum (sklearn LogisticRegression(C=inf)): train {model.loss_name} "
                      f"{_loss_text(best['loss'])}, |W| = {float(best['weight'].norm()):.6g}; gap "
