@@ -143,7 +143,7 @@ def timed_datamodule(cfg_data):
     """The RegressionDataModule that `cfg_data` describes, whose training loader notes the time
     at the start of each epoch (`epoch_starts`) and, in `clock`, also as it hands out each batch
     (a callback would add hook calls)."""
-    from gradlab.data import RegressionDataModule, TensorBatches
+    from gradlab.lessons.data import RegressionDataModule, TensorBatches
 
     class ClockedBatches(TensorBatches):
         def __iter__(self):
@@ -167,7 +167,7 @@ def timed_datamodule(cfg_data):
 
 def gradlab_run(cfg, dm):
     """train(cfg) on `dm`, quietly: (RunResult, seconds)."""
-    from gradlab.train import train
+    from gradlab.run.recipe import train
 
     dm.clock.clear()
     dm.epoch_starts.clear()
@@ -414,7 +414,7 @@ def main() -> None:
 
     import torch
 
-    import gradlab.train  # noqa: F401 (imports Lightning, which sets its loggers' levels)
+    import gradlab.run.recipe  # noqa: F401 (imports Lightning, which sets its loggers' levels)
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -4,10 +4,10 @@ Examples: python scripts/train.py model=linear
           python scripts/train.py experiment=journal_autograd
           python scripts/train.py -m optimizer.lr=0.001,0.01,0.1
           python scripts/train.py -m hparams_search=lr
-Config: conf/train.yaml. Exit codes: see src/gradlab/cli.py.
+Config: conf/train.yaml. Exit codes: see src/gradlab/run/cli.py.
 """
 
-from gradlab import signals
+from gradlab.run import signals
 
 signals.install()  # before anything else: Ctrl-C and SIGTERM exit 130 / 143 in every phase, imports included
 
@@ -18,14 +18,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from gradlab import cli, runs
+from gradlab.run import cli, sweeps
 
-runs.register_resolvers()  # the sweep job folder names of conf/train.yaml
+sweeps.register_resolvers()  # the sweep job folder names of conf/train.yaml
 
 
 def _train(cfg: DictConfig) -> float:
-    from gradlab.callbacks import Diverged
-    from gradlab.train import train  # heavy (torch, Lightning): only after the config is checked
+    from gradlab.run.recipe import train  # heavy (torch, Lightning): only after the config is checked
+    from gradlab.run.stopping import Diverged
 
     try:
         result = train(cfg)

@@ -1,13 +1,41 @@
-"""The independent oracles the tests compare gradlab against: plain PyTorch, no Lightning, no gradlab.
+"""The independent oracles the tests compare gradlab against: plain PyTorch, numpy and sklearn, no
+Lightning, no gradlab.
 
 `journal_loop` is the journal's last lesson as written (nn.Linear, MSELoss, an optimiser, and
 forward, loss, backward, step, zero_grad), written once here for every test that needs it.
+`seeded_split` builds the rows a run trains and tests on without gradlab's datamodules.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+from sklearn.preprocessing import StandardScaler
 from torch import Tensor, nn
+
+
+def seeded_rows(n: int, seed: int, val_fraction: float, test_fraction: float) -> dict[str, np.ndarray]:
+    """The row numbers of each split of `seeded_split`."""
+    n_val, n_test = round(n * val_fraction), round(n * test_fraction)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
+    rows = {"val": order[:n_val], "test": order[n_val:n_val + n_test], "train": order[n_val + n_test:]}
+    return {name: np.sort(r) for name, r in rows.items()}
+
+
+def seeded_split(x: np.ndarray, y: np.ndarray, seed: int, val_fraction: float = 0.1, test_fraction: float = 0.1,
+                 standardize: bool = False) -> dict[str, tuple[Tensor, Tensor]]:
+    """gradlab's documented seeded split (README, "Data"), built again: a permutation of the rows by
+    torch.randperm from the seed; its first round(n * val_fraction) rows are val, the next
+    round(n * test_fraction) test, the rest train, each kept in file order; features standardised by
+    sklearn's StandardScaler fitted on the train rows alone. {split: (x float32 (n, F), y (n, 1))}."""
+    n = len(x)
+    rows = seeded_rows(n, seed, val_fraction, test_fraction)
+    x = np.asarray(x, dtype=np.float64).reshape(n, -1)
+    if standardize:
+        x = StandardScaler().fit(x[rows["train"]]).transform(x)
+    y = np.asarray(y, dtype=np.float32)
+    return {name: (torch.from_numpy(x[r].astype(np.float32)), torch.from_numpy(y[r])[:, None])
+            for name, r in rows.items() if len(r)}
 
 
 def journal_loop(x: Tensor, y: Tensor, weight: Tensor, bias: Tensor | None, lr: float, epochs: int,

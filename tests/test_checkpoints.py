@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import run_script
 
-from gradlab.checkpoints import BadCheckpoint, load_checkpoint
+from gradlab.checks.checkpoint import BadCheckpoint, load_checkpoint
 
 PLAIN = (str, int, float, bool, type(None), torch.Tensor)
 
@@ -76,7 +76,7 @@ class _RunsCode:
 
 
 def _good_bytes() -> bytes:
-    from gradlab.models import LinearRegressor
+    from gradlab.lessons.linear import LinearRegressor
 
     model = LinearRegressor(n_features=1, optimizer=torch.optim.SGD)
     path = Path(os.environ.get("TMPDIR", "/tmp")) / f"gradlab-good-{os.getpid()}.ckpt"

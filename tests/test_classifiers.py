@@ -20,9 +20,9 @@ from sklearn.metrics import accuracy_score, f1_score, log_loss
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
-from gradlab.classifiers import LogisticClassifier, SoftmaxClassifier
-from gradlab.data import BreastCancerDataModule, IrisDataModule, WineDataModule
-from gradlab.train import train
+from gradlab.lessons.classifiers import LogisticClassifier, SoftmaxClassifier
+from gradlab.lessons.data import BreastCancerDataModule, IrisDataModule, WineDataModule
+from gradlab.run.recipe import train
 
 # --------------------------------------------------------------- the loss, written out in numpy
 
@@ -270,7 +270,7 @@ def test_the_pictures_are_written_and_the_confusion_matrix_is_sklearns(experimen
     from sklearn.metrics import confusion_matrix
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from gradlab.plots import confusion
+    from gradlab.show.pictures import confusion
 
     result = train(make_cfg(f"experiment={experiment}", "trainer.max_epochs=3", "optimizer.lr=0.001",
                             root_dir=tmp_path))

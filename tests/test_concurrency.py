@@ -16,14 +16,14 @@ import torch
 from conftest import ROOT
 from omegaconf import OmegaConf
 
-from gradlab import runs
+from gradlab.run import rundirs
 
 SHORT = ["trainer.max_epochs=20", "data.n_samples=60", "print_config=false"]
 
 
 def _claim(root: str, barrier, results) -> None:
     barrier.wait()  # every process calls new_run_dir at the same instant
-    results.put(runs.new_run_dir(root, "race").name)
+    results.put(rundirs.new_run_dir(root, "race").name)
 
 
 def test_processes_claiming_run_directories_at_once_each_get_their_own(tmp_path):

@@ -17,7 +17,7 @@ from sklearn.datasets import load_breast_cancer, load_wine
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
-from gradlab.train import train
+from gradlab.run.recipe import train
 
 PATHS = ["automatic", "manual", "analytic"]
 # a few float32 ulps: 100 full-batch SGD steps from the same zero weights on the same float32 tensors

@@ -6,22 +6,53 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import make_regression
+from oracles import seeded_rows, seeded_split
+from sklearn.datasets import load_diabetes, make_regression
+from sklearn.preprocessing import StandardScaler
 
-from gradlab.data import EpochShuffle, RegressionDataModule, TensorBatches
-from gradlab.models import LinearRegressor
+from gradlab.lessons.data import (
+    CsvDataModule,
+    DiabetesDataModule,
+    EpochShuffle,
+    RegressionDataModule,
+    TensorBatches,
+)
+from gradlab.lessons.linear import LinearRegressor
 
 
 @pytest.mark.parametrize(("n", "features", "noise"), [(100, 1, 20.0), (257, 4, 0.0)])
 def test_regression_splits_are_sklearns_make_regression_rows_cast_to_float32(n, features, noise):
-    dm = RegressionDataModule(n_samples=n, n_features=features, noise=noise, random_state=3)
+    dm = RegressionDataModule(n_samples=n, n_features=features, noise=noise, random_state=3, seed=5)
     dm.setup()
-    x, y = make_regression(n_samples=n, n_features=features, noise=noise, random_state=3)
-    rows = dm.split_rows(n)
-    for name, (xs, ys) in dm.splits.items():
-        np.testing.assert_array_equal(xs.numpy(), x[rows[name].numpy()].astype(np.float32))
-        np.testing.assert_array_equal(ys.numpy()[:, 0], y[rows[name].numpy()].astype(np.float32))
-    assert sum(len(r) for r in rows.values()) == n and len(set(torch.cat(list(rows.values())).tolist())) == n
+    expected = seeded_split(*make_regression(n_samples=n, n_features=features, noise=noise, random_state=3), 5)
+    assert dm.splits.keys() == expected.keys()
+    for name, (x, y) in expected.items():
+        torch.testing.assert_close(dm.splits[name][0], x, rtol=0, atol=0)
+        torch.testing.assert_close(dm.splits[name][1], y, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("data", ["regression", "diabetes", "csv"])
+def test_standardisation_uses_the_training_splits_mean_and_std_only(data, tmp_path):
+    """The oracle scales with sklearn's StandardScaler fitted on the training rows, which it picks
+    itself: standardising with every row's statistics (a test-set leak) fails here."""
+    x, y = make_regression(n_samples=200, n_features=3, noise=5.0, random_state=0)
+    if data == "regression":
+        dm = RegressionDataModule(n_samples=200, n_features=3, noise=5.0, random_state=0, standardize=True, seed=9)
+    elif data == "diabetes":
+        x, y = load_diabetes(return_X_y=True, scaled=False)
+        dm = DiabetesDataModule(seed=9)
+    else:
+        path = tmp_path / "rows.csv"
+        x = x * [1.0, 10.0, 0.1] + [0.0, 50.0, -3.0]  # columns far from mean 0, std 1
+        np.savetxt(path, np.c_[x, y], delimiter=",", header="a,b,c,y", comments="", fmt="%.17g")
+        dm = CsvDataModule(str(path), "y", standardize=True, seed=9)
+    dm.setup()
+    fractions = (dm.val_fraction, dm.test_fraction)
+    scaler = StandardScaler().fit(x[seeded_rows(len(x), 9, *fractions)["train"]])
+    np.testing.assert_allclose(dm.x_mean, scaler.mean_, rtol=1e-12)
+    np.testing.assert_allclose(dm.x_std, scaler.scale_, rtol=1e-12)
+    for name, (xs, _) in seeded_split(x, y, 9, *fractions, standardize=True).items():
+        torch.testing.assert_close(dm.splits[name][0], xs, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("bias", [True, False])

@@ -8,7 +8,7 @@ import sys
 import pytest
 from conftest import make_cfg
 
-from gradlab.train import train
+from gradlab.run.recipe import train
 
 LIBRARIES = ("lightning", "torchmetrics", "tensorboard")
 LAZY = {"__annotations__"}  # Python makes it on first look at a class without annotations

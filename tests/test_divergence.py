@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from oracles import journal_loop
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from gradlab.data import RegressionDataModule
+from gradlab.lessons.data import RegressionDataModule
 
 LR = 10.0
 
@@ -107,8 +107,8 @@ def test_the_gpu_way_of_watching_the_loss_names_the_same_first_bad_step_and_save
     import lightning.pytorch as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from gradlab.callbacks import Diverged, DivergenceGuard
-    from gradlab.models import LinearRegressor
+    from gradlab.lessons.linear import LinearRegressor
+    from gradlab.run.stopping import Diverged, DivergenceGuard
 
     path = _journal_weights_until_the_loss_is_not_finite()
     k = len(path) - 1  # the loss at the weights after k updates is the first that is not finite

@@ -12,12 +12,13 @@ import pytest
 import torch
 from conftest import CONF, make_cfg, run_script
 from hydra import compose, initialize_config_dir
+from oracles import seeded_split
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from gradlab.data import DataError
-from gradlab.evaluate import evaluate
-from gradlab.predict import predict
-from gradlab.train import train
+from gradlab.lessons.csvfile import DataError
+from gradlab.run.evaluate import evaluate
+from gradlab.run.predict import predict
+from gradlab.run.recipe import train
 
 METRICS = ("test/loss", "test/mae", "test/r2")
 
@@ -62,13 +63,11 @@ def test_eval_of_the_last_run_reports_the_training_runs_own_test_metrics(trained
     assert step == 30  # the checkpoint's global step: 30 full-batch epochs
 
     # oracle: sklearn's metrics of the checkpoint's weights on the same test split
+    from sklearn.datasets import make_regression
     from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
-    from gradlab.data import RegressionDataModule
-
-    dm = RegressionDataModule(seed=42)
-    dm.setup()
-    x, y = (t.double().numpy() for t in dm.splits["test"])
+    split = seeded_split(*make_regression(n_samples=100, n_features=1, noise=20.0, random_state=1), 42)
+    x, y = (t.double().numpy() for t in split["test"])
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     pred = x @ state["net.lin.weight"].double().numpy().T + state["net.lin.bias"].double().numpy()
     for key, metric in zip(METRICS, (mean_squared_error, mean_absolute_error, r2_score)):
@@ -122,7 +121,7 @@ def test_predict_help_shows_its_config_and_bad_inputs_are_refused(trained):
     assert helped.returncode == 0
     assert "x: null" in helped.stdout and "output: predictions.csv" in helped.stdout
     root = f"root_dir={cwd / 'lightning_logs'}"
-    with pytest.raises(DataError, match=r"x: bad input \[1, 2\]; the model has 1 feature\(s\)"):
+    with pytest.raises(DataError, match=r"x: the input \[1, 2\] has 2 value\(s\), but the model takes 1 feature"):
         predict(_config("predict", "x=[[1,2]]", root))
     with pytest.raises(DataError, match="either on the command line"):
         predict(_config("predict", root))

@@ -20,7 +20,9 @@ from conftest import ROOT, run_script
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from gradlab.safety import LOCK_NAME, AtomicCheckpointIO, atomic_file
+from gradlab.run.checkpoints import AtomicCheckpointIO
+from gradlab.run.files import atomic_file
+from gradlab.run.rundirs import LOCK_NAME
 
 QUICK = ["trainer.max_epochs=3", "print_config=false"]
 CSV = ["data=csv", "data.path=points.csv", "data.target=y"]  # the data of the `trained` run
@@ -565,3 +567,23 @@ def test_eval_says_so_when_the_test_split_differs_from_the_one_the_checkpoint_wa
     assert f"recorded {recorded}" in edited.stdout and "not the numbers the run logged" in edited.stdout
     (cwd / "points.csv").write_text((trained / "points.csv").read_text())  # put back: quiet again
     assert "differs from the one" not in _eval(cwd).stdout
+
+
+def test_every_write_is_fsynced_before_it_replaces_the_file(tmp_path, monkeypatch):
+    """A rename before the data reaches the disk can leave an empty file after a power cut: the
+    temporary file's fsync must come first, for every file gradlab writes (atomic_file, result.json,
+    a sweep's summary go through it)."""
+    from gradlab.run import rundirs
+
+    calls = []
+    fsync, replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+                        or fsync(fd))
+    monkeypatch.setattr(os, "replace", lambda a, b: calls.append(("replace", str(a))) or replace(a, b))
+    with atomic_file(tmp_path / "a.txt") as f:
+        f.write("a")
+    rundirs.write_result(tmp_path, {"status": "finished"})
+    assert [c[0] for c in calls] == ["fsync", "replace"] * 2
+    for (_, synced), (_, renamed) in zip(calls[::2], calls[1::2]):
+        assert synced == renamed  # the file renamed is the file synced
+    assert (tmp_path / "a.txt").read_text() == "a" and (tmp_path / "result.json").is_file()

@@ -12,8 +12,8 @@ import pytest
 import torch
 from oracles import journal_loop
 
-from gradlab.data import RegressionDataModule, ToyDataModule
-from gradlab.models import LinearRegressor
+from gradlab.lessons.data import RegressionDataModule, ToyDataModule
+from gradlab.lessons.linear import LinearRegressor
 
 PATHS = ["automatic", "manual", "analytic"]
 LR = 0.01

@@ -16,10 +16,10 @@ from conftest import make_cfg
 from oracles import journal_loop
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from gradlab.data import ToyDataModule
-from gradlab.models import LinearRegressor
-from gradlab.plots import FitPlots
-from gradlab.train import train
+from gradlab.lessons.data import ToyDataModule
+from gradlab.lessons.linear import LinearRegressor
+from gradlab.run.recipe import train
+from gradlab.show.pictures import FitPlots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -96,7 +96,7 @@ def test_fit_picture_is_a_line_over_the_points_or_predicted_against_actual(n_fea
 
     import matplotlib.pyplot as plt
 
-    from gradlab.data import RegressionDataModule
+    from gradlab.lessons.data import RegressionDataModule
 
     dm = RegressionDataModule(n_features=n_features)
     dm.setup()
@@ -113,7 +113,7 @@ def test_fit_picture_is_a_line_over_the_points_or_predicted_against_actual(n_fea
 def test_fit_pictures_of_a_run_share_their_axes_and_name_epoch_w_b_and_loss(tmp_path):
     import matplotlib.pyplot as plt
 
-    from gradlab.data import RegressionDataModule
+    from gradlab.lessons.data import RegressionDataModule
 
     dm = RegressionDataModule()
     dm.setup()

@@ -14,7 +14,7 @@ import torch
 from conftest import ROOT, make_cfg, run_script
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from gradlab.train import train
+from gradlab.run.recipe import train
 
 # shuffled mini-batches of 16 (5 steps per epoch): the order must depend on (seed, epoch) only
 MINI_BATCHES = ["data.batch_size=16", "data.shuffle=true", "trainer.log_every_n_steps=1",

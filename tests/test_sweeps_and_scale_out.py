@@ -14,8 +14,8 @@ import yaml
 from conftest import make_cfg, run_script
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from gradlab.config import check
-from gradlab.train import train
+from gradlab.checks.config import check
+from gradlab.run.recipe import train
 
 
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -71,7 +71,7 @@ def test_sweep_runs_one_job_per_value_each_its_own_run_dir_and_tensorboard_run(t
     ("x=" + "a" * 300, "3_x=" + "a" * 94),
 ])
 def test_sweep_job_folder_names_are_one_safe_path_component(overrides, expected):
-    from gradlab.runs import job_dir_name
+    from gradlab.run.sweeps import job_dir_name
 
     name = job_dir_name(3, overrides)
     assert name == expected

@@ -23,7 +23,7 @@ from conftest import ROOT, make_cfg, run_script
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from gradlab.train import train
+from gradlab.run.recipe import train
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +71,24 @@ def test_small_models_log_w_and_b_as_curves_and_no_histograms(run):
     assert w[-1].value == pytest.approx(state["net.lin.weight"].item(), rel=1e-6)  # the last step's weights
     assert b[-1].value == pytest.approx(state["net.lin.bias"].item(), rel=1e-6)
     assert events.Tags()["histograms"] == []  # two numbers make no histogram
+
+
+def test_a_model_with_many_weights_logs_them_as_histograms_each_epoch_asked_and_at_the_end(tmp_path):
+    """Softmax on wine: 39 weights, 3 biases (fewer than min_values=11: curves, not a histogram). The
+    Histograms tab's last entry is the trained weights, read back from the event files."""
+    cfg = make_cfg("model=softmax", "data=wine", "trainer.max_epochs=6", "callbacks.histograms.every_n_epochs=2",
+                   root_dir=tmp_path)
+    result = train(cfg)
+    events = EventAccumulator(str(result.run_dir), size_guidance={"histograms": 0}).Reload()
+    assert events.Tags()["histograms"] == ["weights/net.lin.weight"]
+    entries = events.Histograms("weights/net.lin.weight")
+    assert [e.step for e in entries] == [2, 4, 6]  # epochs 2, 4 and 6 (the end, logged once)
+    state = torch.load(result.run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    weight = state["net.lin.weight"]
+    last = entries[-1].histogram_value
+    assert last.num == weight.numel() == 39
+    assert last.sum == pytest.approx(weight.sum().item(), rel=1e-5, abs=1e-6)
+    assert (last.min, last.max) == pytest.approx((weight.min().item(), weight.max().item()), rel=1e-6)
 
 
 def test_every_run_has_a_text_summary_and_a_loss_chart_layout(run):

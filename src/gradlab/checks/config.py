@@ -1,0 +1,379 @@
+"""Checks a composed config before anything heavy is imported or any file is written.
+
+`check` holds the config against its schema (gradlab.checks.schema: types, ranges, unknown keys)
+and the rules that join several keys (fractions adding up, analytic under DDP, ...), so every bad
+value gets the same one-paragraph answer: the key, the bad value and what is allowed. It imports
+neither torch nor Lightning. `check_arguments` runs once they are (still before a run directory
+exists) and asks what only the classes know: a key added with `+` to a Lightning or torch class.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A config value outside what gradlab allows."""
+
+
+NOTHING_RAN = "Nothing was run and no run directory was created."
+# keys the recipe fills in from the data; a config that sets them would clash with it
+SUPPLIED = ("model.n_features", "model.n_classes", "data.labels")
+
+
+def check(cfg: DictConfig) -> None:
+    """Raises ConfigError naming the first bad key, its value and what is allowed."""
+    import msgspec
+
+    from gradlab.checks import schema
+
+    plain = _plain(cfg)
+    plain = dict(sorted(plain.items(), key=lambda item: isinstance(item[1], dict)))  # seed=-1 before data.seed
+    kind = schema.TrainRun if "trainer" in plain else schema.EvalRun if "data_path" in plain else schema.PredictRun
+    try:
+        msgspec.convert(plain, kind)
+    except msgspec.ValidationError as e:
+        raise ConfigError(_explain(str(e), plain, kind)) from None
+    if kind is schema.TrainRun:
+        for key in SUPPLIED:
+            if OmegaConf.select(cfg, key, default=None) is not None:
+                raise ConfigError(f"bad config key {key}: gradlab sets it from the data, so it cannot be "
+                                  f"given. Drop it (e.g. ~{key}). {NOTHING_RAN}")
+        _check_combinations(cfg)
+
+
+def check_stored(hparams: Any, target: str, source: str) -> None:
+    """ConfigError when the hyperparameters a checkpoint stores for the class `target` (a model or a
+    datamodule) break the rules a command line must pass: a checkpoint is data, and its model and
+    data arguments are built only once they pass."""
+    import msgspec
+
+    from gradlab.checks import schema
+
+    models = {msgspec.inspect.type_info(kind).tag: kind for kind in schema.Model.__args__}
+    kinds = {**models, **{msgspec.inspect.type_info(kind).tag: kind for kind in schema.Data.__args__}}
+    what = "model" if target in models else "data"
+    if target not in kinds or not isinstance(hparams, dict):
+        raise ConfigError(f"{source}: its stored {what} is not one gradlab builds ({target!r}); "
+                          "use a checkpoint written by scripts/train.py")
+    try:
+        msgspec.convert({"_target_": target, **hparams}, kinds[target])
+    except msgspec.ValidationError as e:
+        detail = _explain(str(e), {what: {"_target_": target, **hparams}}, schema.TrainRun, stored=True)
+        raise ConfigError(f"{source}: its stored hyperparameter {detail}; nothing was run. Use a checkpoint "
+                          "written by scripts/train.py") from None
+    if what == "model" and hparams.get("n_features") is None:
+        raise ConfigError(f"{source}: its stored hyperparameter n_features=None is not allowed (an integer >= 1); "
+                          "use a checkpoint written by scripts/train.py")
+    try:
+        _check_combinations(OmegaConf.create({what: hparams}))
+    except ConfigError as e:
+        raise ConfigError(f"{source}: its stored hyperparameters: {e}") from None
+
+
+def _plain(cfg: DictConfig) -> dict:
+    """The config as plain values, interpolations resolved; ConfigError for a missing (???) or broken one."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "a key"
+        detail = str(e).splitlines()[0]
+        raise ConfigError(f"bad config value {key}: {detail}. Set it in the YAML under conf/ or on the command "
+                          f"line (e.g. {key}=...). {NOTHING_RAN}") from None
+
+
+_AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+
+
+def _explain(message: str, plain: dict, kind: type, stored: bool = False) -> str:
+    """msgspec's error as gradlab's paragraph: the key, the bad value, what the schema allows."""
+    match = _AT.search(message)
+    path = _steps(match.group("path")) if match else []
+    while path and isinstance(path[-1], int):  # an item of a list: the key and its whole value are named
+        path = path[:-1]
+    problem = message[: match.start()] if match else message
+    key = shown_key = ".".join(str(p) for p in path)
+    if problem.startswith("Object contains unknown field"):
+        extra = problem.split("`")[1]
+        return _unknown_key(key, extra, plain, kind)
+    if problem.startswith("Object missing required field"):
+        missing = problem.split("`")[1]
+        full = f"{key}.{missing}" if key else missing
+        return f"bad config value {full}: it must be set. {_fix(full)}"
+    value = _value(plain, path)
+    allowed = _allowed_at(kind, plain, path)
+    if stored:
+        return f"{shown_key}={value!r} is not allowed ({allowed})"
+    return f"bad config value {shown_key}={value!r}. Allowed: {allowed}. {_fix(shown_key)}"
+
+
+def _fix(key: str) -> str:
+    return f"Fix it in the YAML under conf/ or on the command line (e.g. {key}=...). {NOTHING_RAN}"
+
+
+def _steps(path: str) -> list:
+    """msgspec's `.optimizer.betas[1]` as ["optimizer", "betas", 1]."""
+    return [int(index) if index else name for name, index in re.findall(r"\.([^.\[]+)|\[(\d+)\]", path)]
+
+
+def _value(plain: Any, path: list) -> Any:
+    for step in path:
+        plain = plain[step]
+    return plain
+
+
+def _unknown_key(key: str, extra: str, plain: dict, kind: type) -> str:
+    import msgspec
+
+    if not key:  # a top-level key added with +: nothing reads it
+        allowed = ", ".join(k for k in plain if k != extra)
+        return (f"bad config key {extra}: nothing in gradlab reads a top-level key {extra!r}, so +{extra} would "
+                f"be ignored. Top-level keys of this config: {allowed}. Fix the spelling, or drop the key. "
+                f"{NOTHING_RAN}")
+    info = _info_at(msgspec.inspect.type_info(kind), plain, key.split("."))
+    names = [f.encode_name for f in getattr(info, "fields", ())]
+    target = getattr(info, "tag", None) or key
+    return (f"bad config key {key}.{extra}: {target} takes no argument {extra!r}. Allowed keys under {key}: "
+            f"{', '.join(names)}. Fix the spelling, or drop the key (e.g. ~{key}.{extra}). {NOTHING_RAN}")
+
+
+def _allowed_at(kind: type, plain: dict, path: list) -> str:
+    import msgspec
+
+    if path and path[-1] == "_target_":
+        union = _info_at(msgspec.inspect.type_info(kind), plain, path[:-1], pick=False)
+        tags = [t.tag for t in getattr(union, "types", [union]) if getattr(t, "tag", None)]
+        return f"one of {', '.join(repr(t) for t in tags)} (pick the group's option, e.g. {path[0]}=NAME)"
+    return describe(_info_at(msgspec.inspect.type_info(kind), plain, path))
+
+
+def _info_at(info, plain: Any, path: list, pick: bool = True):
+    """The schema's type at `path`; in a union of classes, the one whose _target_ the node names
+    (pick=False: the union itself, at the last step)."""
+    import msgspec.inspect as mi
+
+    for step in path:
+        info = _narrow(info, plain)
+        if isinstance(info, mi.StructType):
+            info = next(f.type for f in info.fields if f.encode_name == step)
+        elif isinstance(info, mi.DictType):
+            info = info.value_type
+        elif isinstance(info, mi.TupleType):
+            info = info.item_types[step]
+        elif isinstance(info, mi.ListType):
+            info = info.item_type
+        plain = plain[step] if isinstance(plain, list) or (isinstance(plain, dict) and step in plain) else None
+    return _narrow(info, plain) if pick else _unwrap(info)
+
+
+def _unwrap(info):
+    import msgspec.inspect as mi
+
+    return info.type if isinstance(info, mi.Metadata) and not info.extra_json_schema else info
+
+
+def _narrow(info, plain: Any):
+    """A union of classes narrowed to the one `plain`'s _target_ names, an optional group to the group."""
+    import msgspec.inspect as mi
+
+    info = _unwrap(info)
+    if isinstance(info, mi.UnionType):
+        target = plain.get("_target_") if isinstance(plain, dict) else None
+        named = [t for t in info.types if target is not None and getattr(t, "tag", None) == target]
+        if named:
+            return named[0]
+        others = [t for t in info.types if not isinstance(t, mi.NoneType)]
+        if len(others) == 1 and isinstance(_unwrap(others[0]), (mi.DictType, mi.StructType)):
+            return _unwrap(others[0])
+    return info
+
+
+def describe(info) -> str:
+    """What a schema type allows, in words: 'an integer >= 1', 'null or a number > 0', ..."""
+    import msgspec.inspect as mi
+
+    if isinstance(info, mi.Metadata):
+        return (info.extra_json_schema or {}).get("description") or describe(info.type)
+    if isinstance(info, mi.UnionType):
+        nulls = ["null"] if any(isinstance(t, mi.NoneType) for t in info.types) else []
+        bools = ["true", "false"] if any(isinstance(t, mi.BoolType) for t in info.types) else []
+        parts = nulls + bools + [describe(t) for t in info.types if not isinstance(t, (mi.NoneType, mi.BoolType))]
+        return ", ".join(parts[:-1]) + " or " + parts[-1] if len(parts) > 1 else parts[0]
+    if isinstance(info, mi.BoolType):
+        return "true or false"
+    if isinstance(info, mi.LiteralType):
+        values = [repr(v) for v in info.values]
+        return ", ".join(values[:-1]) + " or " + values[-1] if len(values) > 1 else values[0]
+    if isinstance(info, (mi.IntType, mi.FloatType)):
+        what = "an integer" if isinstance(info, mi.IntType) else "a number"
+        low = [f"{op} {_num(v)}" for op, v in ((">=", info.ge), (">", info.gt)) if v is not None]
+        high = [f"{op} {_num(v)}" for op, v in (("<=", info.le), ("<", info.lt)) if v is not None]
+        if low and high and isinstance(info, mi.IntType) and info.ge is not None and info.le is not None:
+            return f"an integer from {_num(info.ge)} to {_num(info.le)}"
+        if low and high:  # "a number with 0 <= value < 1"
+            return f"{what} with {low[0].split()[1]} {_flip(low[0].split()[0])} value {high[0]}"
+        return " ".join([what, *low, *high])
+    if isinstance(info, mi.StrType):
+        return "a text"
+    if isinstance(info, mi.NoneType):
+        return "null"
+    if isinstance(info, (mi.ListType, mi.TupleType)):
+        return "a list"
+    if isinstance(info, (mi.StructType, mi.DictType)):
+        return "a group of keys"
+    return str(info)
+
+
+def _flip(op: str) -> str:
+    return {">=": "<=", ">": "<"}[op]
+
+
+def _num(v: float) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _check_combinations(cfg: DictConfig) -> None:
+    data = cfg.get("data") or {}
+    val, test = data.get("val_fraction", 0) or 0, data.get("test_fraction", 0) or 0
+    if val + test >= 1:
+        raise ConfigError(
+            f"data.val_fraction={val} and data.test_fraction={test} add up to {val + test}, which "
+            "leaves no training data. Allowed: fractions that add up to less than 1. "
+            "Nothing was run and no run directory was created."
+        )
+    model, trainer = cfg.get("model") or {}, cfg.get("trainer") or {}
+    optimization = model.get("optimization", "automatic")
+    if optimization != "automatic":
+        for key, off in (("gradient_clip_val", (None, 0, 0.0)), ("accumulate_grad_batches", (None, 1))):
+            if trainer.get(key) not in off:
+                raise ConfigError(
+                    f"trainer.{key}={trainer.get(key)} cannot be used with model.optimization={optimization}: "
+                    "Lightning applies it only when it runs the optimiser itself. Allowed: "
+                    f"model.optimization=automatic, or leave trainer.{key} unset. "
+                    "Nothing was run and no run directory was created."
+                )
+    optimizer = cfg.get("optimizer") or {}
+    if optimizer.get("nesterov") and (optimizer.get("momentum", 0) <= 0 or optimizer.get("dampening", 0) != 0):
+        raise ConfigError(
+            f"optimizer.nesterov=true needs optimizer.momentum > 0 and optimizer.dampening=0 (got "
+            f"momentum={optimizer.get('momentum', 0)}, dampening={optimizer.get('dampening', 0)}). "
+            "Nothing was run and no run directory was created."
+        )
+    _check_predict_x(cfg)
+    if trainer.get("devices") == 0:
+        raise ConfigError(_message("trainer.devices", 0, "an integer >= 1, -1 (every device), 'auto' or a list "
+                                   "of device indices"))
+    strategy = str(trainer.get("strategy", "auto"))
+    if model.get("optimization") == "analytic" and "ddp" in strategy:
+        raise ConfigError(
+            f"model.optimization=analytic cannot run with trainer.strategy={strategy}: the closed-form "
+            "gradient bypasses autograd, so DDP would not average it across processes. Allowed: "
+            "model.optimization=automatic or manual with DDP, or analytic on one process. "
+            "Nothing was run and no run directory was created."
+        )
+
+
+def _check_predict_x(cfg: DictConfig) -> None:
+    """predict_x rows against the feature count, where the config alone tells it (not for CSVs)."""
+    data = cfg.get("data") or {}
+    if "n_features" in data:
+        n = data.n_features
+    elif str(data.get("_target_", "")).endswith("ToyDataModule"):
+        n = 1
+    else:
+        return
+    values = cfg.get("predict_x")
+    values = OmegaConf.to_object(values) if OmegaConf.is_config(values) else values
+    for row in values if isinstance(values, list) else [values]:
+        if isinstance(row, list) and len(row) != n:
+            raise ConfigError(_message(
+                "predict_x", values, f"inputs with {n} value(s) each (the data has {n} feature(s)), "
+                "or plain numbers, each used for every feature"
+            ))
+
+
+# Keys Hydra uses to build an object; never constructor arguments.
+_HYDRA_KEYS = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"}
+
+
+def check_arguments(cfg: DictConfig) -> None:
+    """Raises ConfigError for a `_target_` that cannot be imported or a key its constructor lacks.
+
+    Imports each target, so call it after `check` and before a run directory is claimed: a key
+    appended with `+` (`+trainer.foo=1`) would otherwise fail only when the object is built.
+    """
+    import inspect
+
+    from hydra.utils import get_object
+
+    for path, node in _targets(cfg):
+        target = node["_target_"]
+        try:
+            obj = get_object(target)
+        except Exception as e:
+            detail = " ".join(str(e).split())
+            raise ConfigError(_message(f"{path}._target_", target, "an importable class", detail)) from None
+        try:
+            params = inspect.signature(obj).parameters
+        except (TypeError, ValueError):  # a builtin without a signature: nothing to compare
+            continue
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            continue
+        allowed = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+        for key in node:
+            if key not in _HYDRA_KEYS and key not in params:
+                raise ConfigError(
+                    f"bad config key {path}.{key}: {target} takes no argument {key!r}. Allowed keys "
+                    f"under {path}: {', '.join(a for a in allowed if a != 'self')}. Fix the spelling, or "
+                    f"drop the key (e.g. ~{path}.{key}). Nothing was run and no run directory was created."
+                )
+    _check_accelerator(OmegaConf.select(cfg, "trainer.accelerator"))
+    strategy = OmegaConf.select(cfg, "trainer.strategy")
+    if isinstance(strategy, str) and strategy != "auto":
+        from lightning.pytorch.strategies import StrategyRegistry
+
+        if strategy not in StrategyRegistry.available_strategies():
+            names = ", ".join(["auto", *StrategyRegistry.available_strategies()])
+            raise ConfigError(_message("trainer.strategy", strategy, names))
+
+
+def _check_accelerator(accelerator: Any) -> None:
+    import torch
+
+    available = {
+        "gpu": torch.cuda.is_available(),
+        "cuda": torch.cuda.is_available(),
+        "mps": torch.backends.mps.is_available(),
+    }
+    if not available.get(accelerator, True):
+        raise ConfigError(_message(
+            "trainer.accelerator", accelerator, "'cpu' or 'auto' (this machine has no "
+            f"{'GPU' if accelerator != 'mps' else 'Apple GPU'} that torch can use), e.g. trainer=default"
+        ))
+
+
+def _targets(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
+    """(key path, node) for each object the run builds: the group nodes and each callback."""
+    found = []
+    for group in ("data", "model", "optimizer", "trainer", "logger"):
+        node = cfg.get(group)
+        if isinstance(node, DictConfig) and "_target_" in node:
+            found.append((group, node))
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if isinstance(node, DictConfig) and "_target_" in node:
+            found.append((f"callbacks.{name}", node))
+    return found
+
+
+def _message(key: str, value: Any, allowed: str, detail: str = "") -> str:
+    extra = f" ({detail})" if detail else ""
+    return (
+        f"bad config value {key}={value!r}{extra}. Allowed: {allowed}. "
+        f"Fix it in the YAML under conf/ or on the command line (e.g. {key}=...). "
+        "Nothing was run and no run directory was created."
+    )

@@ -1,0 +1,300 @@
+"""The config schema: every key gradlab's YAML offers, its type and its range, declared once.
+
+msgspec structs (typed, with `Meta` ranges, unknown keys refused), one per class a config group
+names: its `_target_` is the struct's tag, so `data=toy` is checked as ToyDataModule's arguments
+and `+data.n_samples=5` is refused there. Lightning's and torch's classes (the Trainer, the logger,
+ModelCheckpoint) accept keys the schema does not list; gradlab.checks.config asks their signatures
+once they are imported. The defaults live in conf/; here a key is optional unless conf/ leaves it
+`???`. `description` is the "what is allowed" of a message, where the type alone does not say it.
+
+Why msgspec: it holds types, ranges, literals and unknown-key refusal like pydantic, and imports in
+about 10 ms, against pydantic's 100 ms, a third of what a refused value takes today (README).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from msgspec import Meta, Struct, field
+
+SEED_MAX = 2**32 - 1  # numpy's (and so Lightning's seed_everything's) limit
+METRICS = ("val/loss", "val/mae", "val/r2", "train/loss")
+
+# --------------------------------------------------------------------------- types a key can have
+
+Seed = Annotated[int, Meta(ge=0, le=SEED_MAX)]
+Count = Annotated[int, Meta(ge=1)]  # an integer >= 1
+Every = Annotated[int, Meta(ge=0)]  # every N epochs, 0: only at the end
+Fraction = Annotated[float, Meta(ge=0, lt=1)]
+Positive = Annotated[float, Meta(gt=0)]
+NonNegative = Annotated[float, Meta(ge=0)]
+Text = Annotated[str, Meta(pattern=r"\S", description="a non-empty text")]
+Name = Annotated[str, Meta(
+    pattern=r"^(?!\.\.?$)[^/\\\x00\s](?:[^/\\\x00]*[^/\\\x00\s])?$",
+    description="a single directory name for the run, e.g. name=my_run (no '/' or '\\', not '.' or '..', "
+                "so not absolute either; not empty, no leading or trailing space), so the run lands in "
+                "root_dir/<name>/")]
+# a checkpoint file name that stays in checkpoints/: no folder outside the {metric} placeholders
+# (Lightning fills those in), no '..'
+FilePattern = Annotated[str, Meta(
+    pattern=r"^(?!.*\.\.)(?:\{[^{}]*\}|[^/\\\x00{}])+$",
+    description="a file name pattern, e.g. 'best-{epoch}' (no folders, no '..')")]
+Row = Annotated[list[float], Meta(min_length=1)]
+Inputs = Annotated[float | Annotated[list[float | Row], Meta(min_length=1)], Meta(
+    description="a number or a list of inputs, each a number (used for every feature) or a row with one "
+                "number per feature, e.g. predict_x=[5,7]")]
+Batches = Annotated[None | Every | Annotated[float, Meta(ge=0, le=1)], Meta(
+    description="null, an integer >= 0 or a fraction 0..1")]
+Optimization = Literal["automatic", "manual", "analytic"]
+Init = Literal["default", "zeros"]
+
+
+class Node(Struct, kw_only=True, forbid_unknown_fields=True, tag_field="_target_"):
+    """A config node that builds an object of the class its `_target_` names."""
+
+
+class OpenNode(Struct, kw_only=True, tag_field="_target_"):
+    """A node for a dependency's class: keys the schema does not list are asked of its signature."""
+
+
+# --------------------------------------------------------------------------- data (gradlab.lessons.data)
+
+BatchSize = Annotated[None | Annotated[int, Meta(ge=2)], Meta(description="null (full batch) or an integer >= 2")]
+
+
+class ToyData(Node, tag="gradlab.lessons.data.ToyDataModule"):
+    batch_size: BatchSize = None
+    shuffle: bool = False
+    seed: Seed = 42
+
+
+class Splits(Node):
+    val_fraction: Fraction = 0.1
+    test_fraction: Fraction = 0.1
+    batch_size: BatchSize = None
+    shuffle: bool = True
+    standardize: bool = False
+    seed: Seed = 42
+
+
+class RegressionData(Splits, tag="gradlab.lessons.data.RegressionDataModule"):
+    n_samples: Annotated[int, Meta(ge=2)] = 100
+    n_features: Count = 1
+    noise: NonNegative = 20.0
+    random_state: Seed = 1
+
+
+class DiabetesData(Splits, tag="gradlab.lessons.data.DiabetesDataModule"):
+    pass
+
+
+class CsvData(Splits, kw_only=True, tag="gradlab.lessons.data.CsvDataModule"):
+    path: Annotated[str, Meta(pattern=r"\S", description="the path of a CSV file with a header row")]
+    target: Annotated[str, Meta(pattern=r"\S", description="the name of the target column")]
+    features: Annotated[None | Annotated[list[Text], Meta(min_length=1)], Meta(
+        description="null (all other columns) or a list of column names")] = None
+
+
+class Classes(Splits):
+    labels: Literal["binary", "index"] = "index"  # given by the recipe from the model, never in the YAML
+    split: Annotated[Literal["seeded", "train_test_split"], Meta(
+        description="'seeded' (gradlab's) or 'train_test_split' (sklearn's)")] = "seeded"
+
+
+class BreastCancerData(Classes, tag="gradlab.lessons.data.BreastCancerDataModule"):
+    pass
+
+
+class WineData(Classes, tag="gradlab.lessons.data.WineDataModule"):
+    pass
+
+
+class IrisData(Classes, tag="gradlab.lessons.data.IrisDataModule"):
+    pass
+
+
+class LabelledCsvData(Classes, kw_only=True, tag="gradlab.lessons.data.LabelledCsvDataModule"):
+    path: Annotated[str, Meta(pattern=r"\S", description="the path of a CSV file with a header row")]
+    target: Annotated[str, Meta(pattern=r"\S", description="the name of the label column")]
+    features: Annotated[None | Annotated[list[Text], Meta(min_length=1)], Meta(
+        description="null (all other columns) or a list of column names")] = None
+
+
+Data = ToyData | RegressionData | DiabetesData | CsvData | BreastCancerData | WineData | IrisData | LabelledCsvData
+
+# --------------------------------------------------------------------------- models (gradlab.lessons)
+
+
+class LinearModel(Node):
+    n_features: Count | None = None  # given by the recipe from the data; stored in checkpoints
+    bias: bool = True
+    init: Init = "default"
+    optimization: Optimization = "automatic"
+
+
+class LinearRegressor(LinearModel, tag="gradlab.lessons.linear.LinearRegressor"):
+    pass
+
+
+class LogisticClassifier(LinearModel, tag="gradlab.lessons.classifiers.LogisticClassifier"):
+    pass
+
+
+class SoftmaxClassifier(LinearModel, tag="gradlab.lessons.classifiers.SoftmaxClassifier"):
+    n_classes: Annotated[int, Meta(ge=2)] | None = None  # given by the recipe from the data
+
+
+Model = LinearRegressor | LogisticClassifier | SoftmaxClassifier
+
+# --------------------------------------------------------------------------- optimizers (torch.optim)
+
+
+class TorchOptimizer(Node):
+    partial: bool = field(default=True, name="_partial_")  # the parameters come in configure_optimizers
+    lr: Annotated[float, Meta(gt=0, description="a number > 0, e.g. optimizer.lr=0.01")] = 0.01
+    weight_decay: NonNegative = 0.0
+    maximize: bool = False
+    foreach: bool | None = None
+    differentiable: bool = False
+    fused: bool | None = None
+
+
+class SGD(TorchOptimizer, tag="torch.optim.SGD"):
+    momentum: Fraction = 0.0
+    dampening: Annotated[float, Meta(ge=0, le=1)] = 0.0
+    nesterov: bool = False
+
+
+class Adam(TorchOptimizer, tag="torch.optim.Adam"):
+    betas: Annotated[tuple[Fraction, Fraction], Meta(
+        description="two numbers, each with 0 <= value < 1, e.g. optimizer.betas=[0.9,0.999]")] = (0.9, 0.999)
+    eps: Annotated[float, Meta(gt=0, description="a number > 0, e.g. 1e-8")] = 1e-8
+    amsgrad: bool = False
+    capturable: bool = False
+    decoupled_weight_decay: bool = False
+
+
+Optimizer = SGD | Adam
+
+# --------------------------------------------------------------------------- trainer, logger (Lightning)
+
+
+class Trainer(OpenNode, tag="lightning.pytorch.Trainer"):
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "cpu"
+    devices: Annotated[Literal["auto"] | Annotated[int, Meta(ge=-1)] | Annotated[list[Every], Meta(min_length=1)],
+                       Meta(description="an integer >= 1, -1 (every device), 'auto' or a list of device "
+                                        "indices")] = 1
+    strategy: Annotated[str, Meta(pattern=r"\S", description="a Lightning strategy name, e.g. 'auto' or "
+                                                             "'ddp'")] = "auto"
+    num_nodes: Count = 1
+    max_epochs: Count = 1000
+    min_epochs: Every | None = None
+    max_steps: Annotated[int, Meta(ge=-1, description="-1 (no limit) or an integer >= 0")] = -1
+    log_every_n_steps: Count = 50
+    check_val_every_n_epoch: Count = 1
+    fast_dev_run: bool | Count = False
+    deterministic: bool | None = None
+    enable_progress_bar: Annotated[bool, Meta(
+        description="true (callbacks.progress: a line at a terminal, the loss when piped) or false (no "
+                    "progress at all)")] = True
+    enable_model_summary: bool | None = None
+    num_sanity_val_steps: Every = 0
+    accumulate_grad_batches: Count = 1
+    gradient_clip_val: NonNegative | None = None
+    limit_train_batches: Batches = None
+    limit_val_batches: Batches = None
+    limit_test_batches: Batches = None
+
+
+class TensorBoard(OpenNode, tag="gradlab.show.tensorboard.EpochlessTensorBoardLogger"):
+    default_hp_metric: bool = False
+    log_graph: bool = False
+    prefix: str = ""
+
+
+# --------------------------------------------------------------------------- callbacks
+
+
+class ModelCheckpoint(OpenNode, tag="lightning.pytorch.callbacks.ModelCheckpoint"):
+    monitor: Literal[METRICS] | None = None  # type: ignore[valid-type]
+    mode: Literal["min", "max"] = "min"
+    save_top_k: Annotated[int, Meta(ge=-1, description="-1 (all), 0 (none) or an integer >= 1")] = 1
+    save_last: bool | Literal["link"] | None = None
+    every_n_epochs: Count | None = None
+    filename: FilePattern | None = None
+    enable_version_counter: bool = True
+
+
+class FitPlots(Node, tag="gradlab.show.pictures.FitPlots"):
+    every_n_epochs: Every = 200
+
+
+class WeightHistograms(Node, tag="gradlab.show.tensorboard.WeightHistograms"):
+    every_n_epochs: Every = 100
+    min_values: Count = 11
+
+
+class TrainingCurves(Node, tag="gradlab.show.tensorboard.TrainingCurves"):
+    max_coefficients: Annotated[int, Meta(ge=0, description="an integer >= 0 (0: no w and b curves)")] = 10
+
+
+class EpochProgress(Node, tag="gradlab.show.progress.EpochProgress"):
+    refresh_per_second: Annotated[float, Meta(gt=0, description="a number > 0, e.g. 10")] = 10.0
+    print_every_n_epochs: Annotated[int, Meta(ge=0, description="an integer >= 0 (0: about ten lines a "
+                                                                "run)")] = 0
+
+
+class Callbacks(Struct, kw_only=True, forbid_unknown_fields=True):
+    """conf/callbacks/default.yaml: each callback by its name (~callbacks.NAME removes one)."""
+
+    checkpoint: ModelCheckpoint | None = None  # the best on val/loss
+    last: ModelCheckpoint | None = None  # checkpoints/last.ckpt
+    plots: FitPlots | None = None
+    histograms: WeightHistograms | None = None
+    curves: TrainingCurves | None = None
+    progress: EpochProgress | None = None
+
+# --------------------------------------------------------------------------- what each script runs
+
+
+class Where(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Where a script finds its runs."""
+
+    name: Name = "default"
+    root_dir: Annotated[str, Meta(pattern=r"\S", description="a non-empty directory path (relative to where "
+                                                             "you run the script)")] = "lightning_logs"
+    ckpt_path: Annotated[str, Meta(pattern=r"\S", description="null, 'last', or the path of a .ckpt "
+                                                              "file")] | None = None
+
+
+class TrainRun(Where, kw_only=True):
+    """conf/train.yaml."""
+
+    data: Data
+    model: Model
+    optimizer: Optimizer
+    trainer: Trainer
+    logger: TensorBoard | None = None
+    callbacks: Callbacks | None = None
+    seed: Seed = 42
+    predict_x: Inputs = 5.0
+    resume: bool = False
+    print_config: bool = False
+
+
+class EvalRun(Where):
+    """conf/eval.yaml."""
+
+    data_path: Annotated[str, Meta(pattern=r"\S", description="null (the run's config.yaml says) or the "
+                                                              "path of the run's CSV file")] | None = None
+
+
+class PredictRun(Where):
+    """conf/predict.yaml."""
+
+    x: Annotated[Inputs, Meta(description="a number or a list of inputs, each a number (used for every "
+                                          "feature) or a row with one number per feature, e.g. x=[5,7]")
+                 ] | None = None
+    input: Text | None = None
+    output: Annotated[str, Meta(pattern=r"\S", description="the path of the CSV file to write")
+                      ] = "predictions.csv"

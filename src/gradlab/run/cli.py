@@ -1,0 +1,132 @@
+"""What the scripts share: check the config before heavy imports, and map failures to exit codes.
+
+Exit codes: 0 done; 2 bad config, data or checkpoint, a file gradlab cannot write, or a run another
+process writes (a one-paragraph message, no traceback
+unless HYDRA_FULL_ERROR=1); 3 training diverged; 128 + signal number when interrupted
+(130 for Ctrl-C, 143 for SIGTERM); 1 anything unexpected (with its traceback). Hydra's own
+errors (an unknown group option or key, bad override syntax) come before any of this: Hydra
+prints a one-paragraph message, and `main()` turns its exit 1 into 2.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+from omegaconf import DictConfig
+
+from gradlab.checks.config import ConfigError, check, check_arguments
+
+
+def main(hydra_main: Callable[[], Any]) -> NoReturn:
+    """Runs a script's `@hydra.main` function and exits. Hydra answers a command line it cannot
+    compose (`model=transformer`, `trainer.epochs=5`, `optimizer.lr=[1`) with its one-paragraph
+    message and sys.exit(1); that is a bad config like any other here, so it exits 2. Hydra's other
+    exits (an unexpected error in a job, reported with its traceback) keep their code."""
+    from hydra.errors import CompactHydraException
+
+    try:
+        hydra_main()
+    except SystemExit as e:
+        # Hydra exits while handling the exception it reported: that one is the context
+        if e.code == 1 and isinstance(e.__context__, CompactHydraException):
+            exit_now(2)
+        raise
+    exit_now(0)
+
+
+def run(job: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
+    """Runs `job(cfg)`; on a known failure prints its message and exits with its code."""
+    try:
+        check(cfg)  # before job's module pulls in torch and Lightning
+    except ConfigError as e:
+        fail(str(e), 2)
+    from hydra.errors import InstantiationException
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from gradlab.checks.checkpoint import BadCheckpoint, UnsafeCheckpoint
+    from gradlab.lessons.csvfile import DataError
+    from gradlab.run import signals, stopping
+    from gradlab.run.files import WriteError
+    from gradlab.run.rundirs import RunInUse
+    from gradlab.run.stopping import Diverged
+
+    try:
+        check_arguments(cfg)
+        return job(cfg)
+    except ConfigError as e:
+        fail(str(e), 2)
+    except Diverged as e:
+        fail(f"training diverged: {e}. {_kept(getattr(e, 'run_dir', None))}", 3)
+    except (DataError, FileNotFoundError, BadCheckpoint, UnsafeCheckpoint, RunInUse, WriteError) as e:
+        fail(str(e), 2)
+    except OSError as e:
+        if e.errno not in _CANNOT_WRITE:
+            raise
+        # a directory gradlab creates (root_dir, a run's folder) where it cannot: say where
+        fail(f"cannot write {e.filename or 'a file'}: {e.strerror}. Pick a writable place (root_dir=..., "
+             "output=...) or free some space; nothing was left half-written", 2)
+    except (InstantiationException, MisconfigurationException) as e:
+        # what the checks above cannot know (e.g. trainer.devices=4 with one GPU)
+        fail(f"bad config: {' '.join(str(e).split())}", 2)
+    except KeyboardInterrupt:  # Ctrl-C outside training, where it has nothing to save
+        fail("interrupted (Ctrl-C) outside training; nothing was saved by this step and nothing is left "
+             "half-written", 128 + signal.SIGINT)
+    except signals.Terminated:  # the same for SIGTERM (gradlab.run.signals)
+        fail("stopped by SIGTERM outside training; nothing was saved by this step and nothing is left "
+             "half-written", 128 + signal.SIGTERM)
+    except SystemExit as e:
+        # Lightning answers a Ctrl-C it catches (the second one in training, or one in its validation
+        # or test stage) with sys.exit(1)
+        if e.code == 1 and stopping.received is not None:
+            fail(
+                "stopped at once by a second Ctrl-C, without saving a checkpoint; those written "
+                "before it, if any, are kept (resume=true continues from the newest last.ckpt)",
+                128 + stopping.received,
+            )
+        if e.code == 1 and signals.received is not None:
+            fail("interrupted (Ctrl-C) while Lightning ran a stage; the checkpoints written before it are "
+                 "kept and nothing is left half-written", 128 + signals.received)
+        raise
+
+
+_CANNOT_WRITE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG,
+                 errno.ENOTDIR, errno.EEXIST, errno.EISDIR}
+
+
+def _kept(run_dir: Path | None) -> str:
+    """Which checkpoints a diverged run left behind: each written while the loss was finite."""
+    if run_dir is None:
+        return ""
+    ckpts = sorted(p.name for p in (Path(run_dir) / "checkpoints").glob("*.ckpt"))
+    if ckpts:
+        return (f"The checkpoints written before it diverged are kept ({', '.join(ckpts)} in "
+                f"{run_dir}/checkpoints); TensorBoard shows the run as FAILED (run/status).")
+    return (f"No checkpoint had been written yet (callbacks.checkpoint.every_n_epochs sets how often); "
+            f"TensorBoard shows the run {run_dir} as FAILED (run/status).")
+
+
+def fail(message: str, code: int) -> NoReturn:
+    if os.environ.get("HYDRA_FULL_ERROR") == "1" and sys.exc_info()[0] is not None:
+        import traceback
+
+        traceback.print_exc()
+    print(f"gradlab: {message}", file=sys.stderr)
+    exit_now(code)
+
+
+def exit_now(code: int) -> NoReturn:
+    """Exits with `code` the normal way: atexit handlers (a logger's, a launcher's) and buffers run.
+
+    gc.freeze() first: the collector then leaves the objects of torch's and Lightning's import
+    graph alone while the interpreter shuts down, which saves most of a second.
+    """
+    import gc
+
+    gc.freeze()
+    sys.exit(code)

@@ -1,0 +1,312 @@
+"""One training run, top to bottom: check, seed, data, run directory, model, logger, trainer, fit,
+test, report. `scripts/train.py` is a thin Hydra wrapper around `train(cfg)`."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import lightning.pytorch as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import get_class, instantiate
+from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from gradlab.checks.checkpoint import check_fits, load_checkpoint
+from gradlab.checks.config import check
+from gradlab.lessons.csvfile import DataError
+from gradlab.lessons.data import input_rows
+from gradlab.run import resume, rundirs
+from gradlab.run.checkpoints import (
+    AtomicCheckpointIO,
+    FlushLogsAtCheckpoint,
+    RecordModelClass,
+    logger_resume_kwargs,
+)
+from gradlab.run.files import write_text
+from gradlab.run.stopping import Diverged, DivergenceGuard, GracefulStop
+from gradlab.show import report, tensorboard
+from gradlab.show.report import say
+
+# Full-batch runs have one batch per epoch, fewer than log_every_n_steps; logging is by step
+# across epochs here, so this warning does not apply.
+warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+# Data is served as in-memory tensors, not through DataLoader workers.
+warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+# A new run's directory is always new; a resumed run continues in its own checkpoints/ on purpose.
+warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
+warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+# `lightning` prints through its own handler; Hydra's root handler would print every line twice
+logging.getLogger("lightning").propagate = False
+# Lightning's INFO lines (GPU/TPU available, `max_epochs` reached, tips for its cloud products)
+# say nothing a gradlab run does not say itself; its warnings still show
+for _name in ("lightning.pytorch", "lightning.fabric"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    status: Literal["finished", "interrupted"]
+    metrics: dict[str, float] = field(default_factory=dict)
+    signum: int | None = None
+
+
+@dataclass
+class RunDir:
+    path: Path
+    ckpt_path: Path | None  # the checkpoint it continues from, if any
+    is_new: bool
+
+
+def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> RunResult:
+    """Trains, tests and reports one run described by a composed gradlab config.
+
+    `datamodule`: an already built one to use instead of `cfg.data` (scripts/benchmark.py shares
+    one between gradlab and its plain loop, so a large dataset is held in memory once).
+    """
+    cfg = resume.effective_config(cfg)  # a resume: its run's config.yaml plus what this command line changes
+    check(cfg)  # cli.run checked the command line's before the imports; this is for Python callers and resumes
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    started = time.perf_counter()
+    dm = datamodule or _data(cfg)  # bad data fails here, before any run directory exists
+    queries = input_rows(_plain(cfg.predict_x), dm.n_features, "predict_x")  # so does a bad predict_x
+    model = _model(cfg, dm)
+    run = _run_dir(cfg, model)  # a checkpoint that does not fit, or names paths elsewhere, fails here
+    board = _logger(cfg, run)
+    stopper = GracefulStop()
+    trainer = _trainer(cfg, run, board, stopper)
+    shown = _shown_inputs(cfg.predict_x)
+    say(report.start(_overrides_text(), model, trainer))
+    say(report.predictions("before training", model, dm.transform(queries), shown))
+
+    _fit(trainer, model, dm, run, cfg, stopper)
+    if not trainer.fast_dev_run:
+        # the end state, whatever the periodic checkpoint's schedule; resume continues from it
+        trainer.save_checkpoint(run.path / "checkpoints" / "last.ckpt", weights_only=False)  # with optimiser state
+    if stopper.signum is not None:
+        return _interrupted(trainer, cfg, run, stopper.signum)
+
+    fit_metrics = {**_metrics(trainer), "train/final_loss": _train_loss(model, dm)}
+    metrics = {**fit_metrics, **_test(trainer, model, dm)}
+    say(report.predictions("after training", model, dm.transform(queries), shown))
+    text = report.final(model, dm, trainer, metrics, _best_fit(model, dm, trainer), run.path,
+                        time.perf_counter() - started)
+    say(text)
+    tensorboard.summarize(trainer, cfg, "FINISHED", text, fit_metrics)
+    _result(run.path, "finished", metrics)
+    return RunResult(run.path, "finished", metrics)
+
+
+# ------------------------------------------------------------------ the steps, in the order train() takes them
+
+
+def _data(cfg: DictConfig) -> L.LightningDataModule:
+    """The datamodule, set up. A classifier's data gets the form of targets its model trains on:
+    0/1 floats (labels="binary", for BCE) or class indices ("index", for CE)."""
+    model_cls, data_cls = get_class(cfg.model._target_), get_class(cfg.data._target_)
+    labels = getattr(model_cls, "labels", None)
+    takes_labels = "labels" in inspect.signature(data_cls).parameters
+    if labels is not None and not takes_labels:
+        raise DataError(f"{model_cls.__name__} tells classes apart, but {data_cls.__name__} holds numeric "
+                        "targets; use data=breast_cancer, data=wine, data=iris or data=labelled_csv")
+    if labels is None and takes_labels:
+        raise DataError(f"{data_cls.__name__} holds classes, but {model_cls.__name__} fits numbers; use "
+                        "model=logistic (2 classes) or model=softmax")
+    # _convert_="all": plain lists, so checkpoints stay weights_only-safe
+    dm = instantiate(cfg.data, _convert_="all", **({"labels": labels} if labels is not None else {}))
+    dm.setup("fit")
+    return dm
+
+
+def _model(cfg: DictConfig, dm: L.LightningDataModule) -> L.LightningModule:
+    """The model, with what the data decides: its number of features (and of classes, for softmax)."""
+    takes_classes = "n_classes" in inspect.signature(get_class(cfg.model._target_)).parameters
+    return instantiate(cfg.model, n_features=dm.n_features, optimizer=instantiate(cfg.optimizer),
+                       **({"n_classes": len(dm.classes)} if takes_classes else {}))
+
+
+def _run_dir(cfg: DictConfig, model: L.LightningModule) -> RunDir:
+    """The run directory, claimed for this process: a new one, or the one a checkpoint continues.
+    The checkpoint is checked first; a new run's config.yaml is saved, a resume is recorded."""
+    run = _resolve(cfg, model)
+    rundirs.claim_run(run.path, run.ckpt_path, run.is_new)
+    resume.record(run.path, run.ckpt_path, run.is_new, cfg)  # resumes.yaml: each resume's command line
+    if run.is_new and rank_zero_only.rank == 0:
+        write_text(run.path / "config.yaml", OmegaConf.to_yaml(cfg))
+        overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+        write_text(run.path / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(overrides)))
+    if cfg.print_config and rank_zero_only.rank == 0:
+        _print_tree(cfg)
+    say(f"gradlab: run directory {run.path}")
+    return run
+
+
+def _logger(cfg: DictConfig, run: RunDir) -> TensorBoardLogger | bool:
+    """TensorBoard in the run directory itself; a resume drops the steps logged after its checkpoint."""
+    if not cfg.get("logger"):
+        return False
+    board = instantiate(cfg.logger, save_dir=str(run.path), name="", version="",
+                        **logger_resume_kwargs(run.ckpt_path))
+    if isinstance(board, TensorBoardLogger):
+        tensorboard.write_start(board, tensorboard.run_hparams(cfg))
+    return board
+
+
+def _trainer(cfg: DictConfig, run: RunDir, board, stopper: GracefulStop) -> L.Trainer:
+    # what every run needs, whatever the config: clean stops, finite checkpoints, restorable files
+    always = [stopper, RecordModelClass(), FlushLogsAtCheckpoint(),
+              resume.ApplyResumedLearningRate(resume.resumed_lr(cfg, run.is_new))]
+    # the divergence guard first: it sees each step's loss before any callback logs or draws it
+    callbacks = [DivergenceGuard(), *(instantiate(c) for c in (cfg.get("callbacks") or {}).values()), *always]
+    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a progress callback then
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    return instantiate(cfg.trainer, logger=board, callbacks=callbacks, default_root_dir=str(run.path),
+                       plugins=[AtomicCheckpointIO(run.path / "checkpoints")])  # complete checkpoints or none
+
+
+def _fit(trainer: L.Trainer, model: L.LightningModule, dm, run: RunDir, cfg: DictConfig,
+         stopper: GracefulStop) -> None:
+    """Fits, then validates the last epoch if the schedule skipped it. A diverged run is reported
+    (FAILED in TensorBoard, result.json) and Diverged raised again."""
+    os.environ["GRADLAB_RUN_DIR"] = str(run.path)  # DDP workers re-run this script: same run dir
+    try:
+        trainer.fit(model, datamodule=dm, ckpt_path=str(run.ckpt_path) if run.ckpt_path else None,
+                    weights_only=True)
+        last_epoch_unvalidated = trainer.current_epoch % (trainer.check_val_every_n_epoch or 1)
+        if stopper.signum is None and not trainer.fast_dev_run and last_epoch_unvalidated:
+            # Validation runs every check_val_every_n_epoch (200 by default: one costs ~20 training
+            # epochs of the journal's model); the last epoch is always validated too, so val/* and
+            # a sweep's score describe the final weights, however short the run.
+            trainer.validate(model, datamodule=dm, verbose=False)
+    except Diverged as e:
+        tensorboard.summarize(trainer, cfg, f"FAILED: {e}", "", {})
+        _result(run.path, "diverged", {})
+        e.run_dir = run.path  # cli.run names the checkpoints kept from before it diverged
+        raise
+    finally:
+        os.environ.pop("GRADLAB_RUN_DIR", None)
+
+
+def _interrupted(trainer: L.Trainer, cfg: DictConfig, run: RunDir, signum: int) -> RunResult:
+    message = (f"gradlab: interrupted at epoch {trainer.current_epoch}; checkpoint saved. Continue with:\n"
+               f"  {resume.continue_command(run.path)}")
+    say(message)
+    tensorboard.summarize(trainer, cfg, "INTERRUPTED", message, _metrics(trainer))
+    _result(run.path, "interrupted", _metrics(trainer))
+    return RunResult(run.path, "interrupted", _metrics(trainer), signum)
+
+
+def _test(trainer: L.Trainer, model: L.LightningModule, dm) -> dict[str, float]:
+    """The test split is the final exam: its numbers go to the report, the TEXT summary and
+    result.json, not onto TensorBoard's curves, where a group of single end points named "test"
+    would sort first and be what TensorBoard opens on (eval.py logs them to <run>/eval)."""
+    loggers, trainer.loggers = trainer.loggers, []
+    try:
+        return trainer.test(model, datamodule=dm, verbose=False, weights_only=True)[0]
+    finally:
+        trainer.loggers = loggers
+
+
+# ------------------------------------------------------------------ helpers of the steps
+
+
+def _resolve(cfg: DictConfig, model: L.LightningModule) -> RunDir:
+    """Which run this is: a checkpoint's (resume), a sweep job's folder, or a new version_<N>."""
+    ckpt = cfg.ckpt_path or ("last" if cfg.resume else None)
+    if ckpt is not None:
+        path = resume.resume_checkpoint(cfg.root_dir, cfg.name) if ckpt == "last" else Path(ckpt)
+        # a clear error for a corrupt file or one this model cannot take, before Lightning reads it
+        check_fits(load_checkpoint(path), model, path)
+        owner = rundirs.run_dir_of(path)
+        if owner is not None:
+            return RunDir(owner, path, False)
+        return RunDir(rundirs.new_run_dir(cfg.root_dir, cfg.name), path, True)  # a new run from its weights
+    if (child := rundirs.ddp_child_run_dir()) is not None:
+        return RunDir(child, None, False)
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        # a sweep job: Hydra gives each job its own folder under the sweep's folder
+        return RunDir(_relative(Path(HydraConfig.get().runtime.output_dir)), None, True)
+    return RunDir(rundirs.new_run_dir(cfg.root_dir, cfg.name), None, True)
+
+
+def _relative(path: Path) -> Path:
+    """`path` from the working directory, as a single run's directory is shown, when it lies below it."""
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
+def _print_tree(cfg: DictConfig) -> None:
+    """The composed config as a tree, one branch per group (print_config=false skips it)."""
+    from rich import print as rich_print
+    from rich.tree import Tree
+
+    tree = Tree("config", guide_style="dim")
+    for key, value in cfg.items():
+        if OmegaConf.is_dict(value):
+            tree.add(f"[bold]{key}[/bold]").add(OmegaConf.to_yaml(value, resolve=True).rstrip())
+        else:
+            tree.add(f"[bold]{key}[/bold]: {value}")
+    rich_print(tree)
+
+
+def _overrides_text() -> str:
+    if not HydraConfig.initialized():
+        return ""
+    return " ".join(o for o in HydraConfig.get().overrides.task if not o.startswith(("resume=", "ckpt_path=")))
+
+
+def _plain(value):
+    return OmegaConf.to_object(value) if OmegaConf.is_config(value) else value
+
+
+def _shown_inputs(predict_x) -> list[str]:
+    values = _plain(predict_x)
+    values = values if isinstance(values, list) else [values]
+    return [str(v) if isinstance(v, list) else f"{v:g}" for v in values]
+
+
+def _metrics(trainer: L.Trainer) -> dict[str, float]:
+    return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+def _train_loss(model, dm) -> float:
+    """The training loss after the last update (the logged train/loss is measured before each)."""
+    import torch
+
+    x, y = dm.splits["train"]
+    with torch.no_grad():
+        return model.criterion(model(x.to(model.device)), y.to(model.device)).item()
+
+
+def _best_fit(model, dm, trainer: L.Trainer) -> dict | None:
+    """The model's best fit on the training split, as the curves callback already computed it
+    (a least-squares solve or a logistic fit: seconds on large data), else computed now."""
+    x, y = dm.splits["train"]
+    for callback in trainer.callbacks:
+        if isinstance(callback, tensorboard.TrainingCurves) and callback.computed_for is x:
+            return callback.best
+    return model.best_fit(x, y)
+
+
+@rank_zero_only
+def _result(run_dir: Path, status: str, metrics: dict) -> None:
+    """result.json: what a sweep's summary reads of this run."""
+    rundirs.write_result(run_dir, {
+        "status": status,
+        "overrides": _overrides_text(),
+        "train_loss": metrics.get("train/final_loss"),
+        "val_loss": metrics.get("val/loss", float("inf") if status == "diverged" else None),
+        **{k.replace("/", "_"): v for k, v in metrics.items() if k.startswith("test/")},
+    })

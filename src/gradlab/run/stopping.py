@@ -1,0 +1,140 @@
+"""Stopping a run: cleanly at the end of an epoch on Ctrl-C or SIGTERM, at once when the loss
+stops being finite.
+
+Lightning's own handling of Ctrl-C and SIGTERM raises mid-epoch (KeyboardInterrupt wherever it
+lands, SIGTERM at the next batch), which can leave a half-applied optimiser step in the checkpoint
+and counters that resume one batch off (Lightning #19367, #19815). Stopping at an epoch boundary
+instead gives a checkpoint that resumes to exactly the weights of an uninterrupted run, because
+batch order depends only on (seed, epoch). A second Ctrl-C stops at once (Lightning then exits with
+1; cli.run turns that into 130 using `received`).
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+from collections.abc import Mapping
+
+import lightning.pytorch as L
+import torch
+from torch import Tensor
+
+received: int | None = None  # the last stop signal this process received during training
+
+class GracefulStop(L.Callback):
+    """On SIGINT/SIGTERM: finish this epoch, then ask the Trainer to stop; remembers the signal."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Installed after Lightning's own handlers (set up before this hook), so it replaces them
+        # for the duration of training; on_train_end puts the previous ones back.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        if trainer.is_global_zero:  # the moment from which a signal is handled as described
+            print("gradlab: training; Ctrl-C stops after this epoch, with a checkpoint", flush=True)
+
+    def _handle(self, signum: int, frame) -> None:
+        global received
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # second Ctrl-C: the user really means now
+        self.signum = received = signum
+        print(
+            f"\ngradlab: received {signal.Signals(signum).name}; stopping at the end of this epoch\n"
+            "gradlab: with a checkpoint (Ctrl-C again to stop at once)",  # two lines: 80 columns
+            flush=True,
+        )
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # all ranks must agree, or DDP would hang with one rank waiting for the others
+        if trainer.strategy.reduce_boolean_decision(self.signum is not None, all=False):
+            self.signum = self.signum or signal.SIGTERM
+            trainer.should_stop = True
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+
+class Diverged(RuntimeError):
+    """The loss stopped being finite: training cannot recover from it."""
+
+
+def _loss(outputs) -> Tensor | None:
+    loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+    return loss if isinstance(loss, Tensor) else None
+
+
+class DivergenceGuard(L.Callback):
+    """Stops the run at the first non-finite loss, naming its step; no checkpoint holds one.
+
+    On the CPU a loss is checked as it comes (reading it costs nothing). On a GPU reading it would
+    make the host wait for the device every step, so the first bad step is recorded on the device
+    and read at logging steps, before each validation and before each checkpoint is written.
+    """
+
+    def __init__(self, read_every_step: bool | None = None) -> None:
+        # None: read each loss on the CPU, record it on a GPU; False records everywhere (tests use it
+        # to run the GPU's way on a CPU)
+        self.read_every_step = read_every_step
+        self._first_bad: Tensor | None = None  # on the device: the first non-finite step, or inf
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._first_bad = torch.tensor(math.inf, device=pl_module.device)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = _loss(outputs)
+        if loss is None:
+            return
+        step = trainer.global_step - 1  # the optimizer step this loss was computed for
+        if self.read_every_step if self.read_every_step is not None else loss.device.type == "cpu":
+            if not math.isfinite(loss.item()):
+                raise Diverged(self._message(trainer, "training", loss.item(), step))
+            return
+        bad = torch.where(torch.isfinite(loss.detach()), math.inf, float(step))
+        torch.minimum(self._first_bad, bad, out=self._first_bad)
+        if trainer.global_step % trainer.log_every_n_steps == 0:
+            self._check(trainer)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check(trainer)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        # the batch's loss once more (validation is rare): Lightning logs the epoch's metrics
+        # right after the last batch, with no hook between, and an infinite val/loss would
+        # reach TensorBoard and ModelCheckpoint's ranking
+        x, y = batch
+        with torch.no_grad():
+            loss = pl_module.criterion(pl_module(x), y)
+        if not trainer.sanity_checking and not torch.isfinite(loss):
+            raise Diverged(self._message(trainer, "val", loss.item(), trainer.global_step))
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        self._check(trainer)  # raising here stops the file from being written
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check(trainer)
+
+    def _check(self, trainer: L.Trainer) -> None:
+        if self._first_bad is not None and math.isfinite(step := float(self._first_bad)):
+            raise Diverged(self._message(trainer, "training", math.nan, int(step)))
+
+    @staticmethod
+    def _message(trainer: L.Trainer, stage: str, value: float, step: int) -> str:
+        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
+        advice = f"try optimizer.lr={lr / 10:g}" if lr else "try a smaller optimizer.lr"
+        value_text = f"became {value}" if not math.isnan(value) or stage != "training" else "stopped being finite"
+        return (
+            f"the {stage} loss {value_text} at epoch {trainer.current_epoch} (step {step})"
+            + (f" with optimizer.lr={lr:g}" if lr else "")
+            + f"; the learning rate is probably too high for this data: {advice} (10x smaller)"
+        )
