@@ -66,8 +66,8 @@ CONFIG_CASES = {
         ["+trainer.max_epoch=5"], 2, ["trainer.max_epoch", "takes no argument 'max_epoch'", "max_epochs"],
     ),
     "imports: unknown model argument": (["+model.dropout=0.5"], 2, ["model.dropout", "bias, init, optimization"]),
-    "imports: unknown optimizer class": (
-        ["optimizer._target_=torch.optim.Sgd"], 2, ["torch.optim.Sgd", "importable"],
+    "unknown optimizer class": (
+        ["optimizer._target_=torch.optim.Sgd"], 2, ["torch.optim.Sgd", "'torch.optim.SGD'"],
     ),
     "imports: misspelt strategy": (["trainer.strategy=dpp"], 2, ["trainer.strategy='dpp'", "ddp"]),
     "imports: resume without a run": (["resume=true"], 2, ["no run of 'default'", "without resume=true"]),

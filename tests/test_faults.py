@@ -275,7 +275,7 @@ def test_predict_writes_a_whole_csv_or_none(trained, tmp_path, shm):
     cwd = _copy(trained, tmp_path)
     (cwd / "out").mkdir()
     _refused(run_script("predict.py", "x=[5]", "output=out", cwd=cwd), "output=out: that is a directory")
-    _refused(run_script("predict.py", "x=[]", cwd=cwd), "x=[]: no inputs")
+    _refused(run_script("predict.py", "x=[]", cwd=cwd), "bad config value x=[]", "a list of inputs")
     under_a_file = run_script("predict.py", "x=[5]", "output=points.csv/p.csv", cwd=cwd)
     _refused(under_a_file, "cannot write points.csv/p.csv")
     (cwd / "many.csv").write_text("x\n" + "".join(f"{i}\n" for i in range(2000)))

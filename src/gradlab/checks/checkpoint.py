@@ -4,6 +4,7 @@ own run's checkpoints/. Each failure is one clear error."""
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import warnings
@@ -49,7 +50,94 @@ def load_checkpoint(path: str | Path) -> dict:
         raise BadCheckpoint(unreadable.format(f"{type(e).__name__}: {first}".rstrip(": "))) from None
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED):
         raise BadCheckpoint(f"{p}: not a gradlab checkpoint (it lacks {', '.join(REQUIRED)})")
+    check_values(ckpt, p)
     return ckpt
+
+
+def _refuse(source, key: str, value, allowed: str) -> None:
+    shown = repr(value) if not isinstance(value, torch.Tensor) else f"a tensor of shape {list(value.shape)}"
+    raise BadCheckpoint(f"{source}: its entry {key} is {shown[:120]}, where gradlab writes {allowed}; nothing was "
+                        "run or written. Use a checkpoint written by scripts/train.py")
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _numbers(value, positive: bool = False) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and (v > 0 or not positive)
+        for v in value)
+
+
+def check_values(ckpt: dict, source) -> None:
+    """BadCheckpoint naming the first entry whose type, range or length is not what gradlab writes:
+    every value a checkpoint holds is checked here, once, before anything uses it (eval, predict and
+    resume all load through load_checkpoint). How the entries fit a model is check_fits'."""
+    for key in ("epoch", "global_step"):
+        if key in ckpt and not _count(ckpt[key]):
+            _refuse(source, key, ckpt[key], "an integer >= 0")
+    if not isinstance(ckpt["state_dict"], dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in ckpt["state_dict"].items()):
+        _refuse(source, "state_dict", type(ckpt["state_dict"]).__name__, "names and tensors")
+    if not isinstance(ckpt["hyper_parameters"], dict):
+        _refuse(source, "hyper_parameters", ckpt["hyper_parameters"], "a mapping of plain values")
+    if "gradlab_model_class" in ckpt and not isinstance(ckpt["gradlab_model_class"], str):
+        _refuse(source, "gradlab_model_class", ckpt["gradlab_model_class"], "a class path")
+    for name, state in data_states(ckpt).items():
+        _check_data_state(name, state, source)
+    _check_optimizer_states(ckpt.get("optimizer_states", []), source)
+    callbacks = ckpt.get("callbacks", {})
+    for name, state in (callbacks.items() if isinstance(callbacks, dict) else []):
+        if isinstance(state, dict) and "best_model_score" in state:
+            score = state["best_model_score"]
+            if score is not None and not (isinstance(score, (int, float)) and not isinstance(score, bool)
+                                          or isinstance(score, torch.Tensor) and score.numel() == 1):
+                _refuse(source, f"callbacks[{str(name)[:40]}...].best_model_score", score, "a number or null")
+
+
+def data_states(ckpt: dict) -> dict[str, dict]:
+    """The datamodule states a checkpoint holds: Lightning stores each under its class's name."""
+    return {k: v for k, v in ckpt.items() if isinstance(k, str) and k.endswith("DataModule")}
+
+
+def _check_data_state(name: str, state, source) -> None:
+    if not isinstance(state, dict):
+        _refuse(source, name, state, "a mapping")
+    mean, std = state.get("x_mean"), state.get("x_std")
+    if (mean is None) != (std is None):
+        _refuse(source, f"{name}.x_std", std, "a list beside x_mean, or both null")
+    if mean is not None and not _numbers(mean):
+        _refuse(source, f"{name}.x_mean", mean, "a list of finite numbers")
+    if std is not None and not (_numbers(std, positive=True) and len(std) == len(mean)):
+        _refuse(source, f"{name}.x_std", std, f"a list of {len(mean)} numbers > 0 (one per x_mean)")
+    if state.get("test_fingerprint") is not None and not isinstance(state["test_fingerprint"], str):
+        _refuse(source, f"{name}.test_fingerprint", state["test_fingerprint"], "a text")
+    prints = state.get("fingerprints")
+    if prints is not None and not (isinstance(prints, dict) and all(
+            k in ("train", "val", "test") and (v is None or isinstance(v, str)) for k, v in prints.items())):
+        _refuse(source, f"{name}.fingerprints", prints, "a text per split (train, val, test)")
+    names = state.get("feature_names")
+    if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        _refuse(source, f"{name}.feature_names", names, "a list of column names")
+    classes = state.get("classes")
+    if classes is not None and not (isinstance(classes, list) and len(classes) >= 2
+                                    and all(isinstance(c, (int, str)) and not isinstance(c, bool) for c in classes)
+                                    and len(set(map(str, classes))) == len(classes)):
+        _refuse(source, f"{name}.classes", classes, "a list of 2 or more distinct labels (integers or texts)")
+
+
+def _check_optimizer_states(states, source) -> None:
+    if not isinstance(states, list):
+        _refuse(source, "optimizer_states", states, "a list")
+    for i, state in enumerate(states):
+        groups = state.get("param_groups") if isinstance(state, dict) else None
+        if not isinstance(groups, list) or not isinstance(state.get("state", {}), dict):
+            _refuse(source, f"optimizer_states[{i}]", state, "torch's optimiser state_dict")
+        for group in groups:
+            lr = group.get("lr") if isinstance(group, dict) else None
+            if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0):
+                _refuse(source, f"optimizer_states[{i}].param_groups.lr", lr, "a number > 0")
 
 
 def check_fits(ckpt: dict, model: torch.nn.Module, path: str | Path) -> None:
@@ -62,6 +150,7 @@ def check_fits(ckpt: dict, model: torch.nn.Module, path: str | Path) -> None:
     problems += [f"{k} is missing from the checkpoint" for k in wanted if k not in saved]
     problems += [f"the checkpoint has {k}, which this model has not" for k in saved if k not in wanted]
     if not problems:
+        check_state_fits(ckpt, model, path)
         return
     theirs, ours = ckpt["hyper_parameters"], getattr(model, "hparams", {})
     settings = [f"{k}={theirs[k]} there, {k}={ours[k]} here" for k in ours
@@ -72,6 +161,30 @@ def check_fits(ckpt: dict, model: torch.nn.Module, path: str | Path) -> None:
         + ". Continue it with the data and model settings it was trained with (its run's config.yaml), "
         "or start a new run without resume=true / ckpt_path"
     )
+
+
+def check_state_fits(ckpt: dict, model: torch.nn.Module, path) -> None:
+    """BadCheckpoint when what the checkpoint stores beside the weights does not fit the model: the
+    standardisation and the feature names one per input, the class names one per output, the
+    optimiser's per-weight state shaped like the weights."""
+    n_features = dict(getattr(model, "hparams", {})).get("n_features")
+    n_classes = None
+    if getattr(model, "task", "") == "classification":
+        n_classes = max(model.coefficients()[0].shape[0], 2)  # logistic: 1 output, 2 classes
+    for name, state in data_states(ckpt).items():
+        for key in ("x_mean", "x_std", "feature_names"):
+            if n_features is not None and state.get(key) is not None and len(state[key]) != n_features:
+                _refuse(path, f"{name}.{key}", state[key], f"a list of {n_features} (one per input of the model)")
+        if n_classes is not None and state.get("classes") is not None and len(state["classes"]) != n_classes:
+            _refuse(path, f"{name}.classes", state["classes"], f"{n_classes} labels (one per class it tells)")
+    shapes = [list(p.shape) for p in model.parameters()]
+    for i, opt in enumerate(ckpt.get("optimizer_states", [])):
+        for index, per_weight in opt.get("state", {}).items():
+            for key, value in (per_weight.items() if isinstance(per_weight, dict) else []):
+                if isinstance(value, torch.Tensor) and value.dim() > 0 and (
+                        not isinstance(index, int) or index >= len(shapes) or list(value.shape) != shapes[index]):
+                    _refuse(path, f"optimizer_states[{i}].state[{index}].{key}", value,
+                            "a tensor shaped like the weight it belongs to")
 
 
 # what a ModelCheckpoint's state holds that names a file (it removes the "previous" ones)

@@ -24,25 +24,82 @@ NOTHING_RAN = "Nothing was run and no run directory was created."
 SUPPLIED = ("model.n_features", "model.n_classes", "data.labels")
 
 
-def check(cfg: DictConfig) -> None:
-    """Raises ConfigError naming the first bad key, its value and what is allowed."""
+def check(cfg: DictConfig, source: str | None = None) -> None:
+    """Raises ConfigError naming the first bad key, its value and what is allowed. `source`: the file
+    the config was read from (a run's config.yaml), named first in the message."""
     import msgspec
 
     from gradlab.checks import schema
 
-    plain = _plain(cfg)
-    plain = dict(sorted(plain.items(), key=lambda item: isinstance(item[1], dict)))  # seed=-1 before data.seed
-    kind = schema.TrainRun if "trainer" in plain else schema.EvalRun if "data_path" in plain else schema.PredictRun
     try:
-        msgspec.convert(plain, kind)
-    except msgspec.ValidationError as e:
-        raise ConfigError(_explain(str(e), plain, kind)) from None
-    if kind is schema.TrainRun:
-        for key in SUPPLIED:
-            if OmegaConf.select(cfg, key, default=None) is not None:
-                raise ConfigError(f"bad config key {key}: gradlab sets it from the data, so it cannot be "
-                                  f"given. Drop it (e.g. ~{key}). {NOTHING_RAN}")
-        _check_combinations(cfg)
+        plain = _plain(cfg)
+        plain = dict(sorted(plain.items(), key=lambda item: isinstance(item[1], dict)))  # seed=-1 before data.seed
+        check_targets(plain)
+        kind = (schema.TrainRun if "trainer" in plain else schema.EvalRun if "data_path" in plain
+                else schema.PredictRun)
+        try:
+            msgspec.convert(plain, kind)
+        except msgspec.ValidationError as e:
+            raise ConfigError(_explain(str(e), plain, kind)) from None
+        if kind is schema.TrainRun:
+            for key in SUPPLIED:
+                if OmegaConf.select(cfg, key, default=None) is not None:
+                    raise ConfigError(f"bad config key {key}: gradlab sets it from the data, so it cannot be "
+                                      f"given. Drop it (e.g. ~{key}). {NOTHING_RAN}")
+            _check_combinations(cfg)
+    except ConfigError as e:
+        if source is None:
+            raise
+        raise ConfigError(f"{source}: {e}".replace("Fix it in the YAML under conf/ or on the command line",
+                                                   "Fix it in that file or on the command line")) from None
+
+
+def check_targets(plain: dict) -> None:
+    """ConfigError for a `_target_` anywhere in the config (nested ones included, e.g. under
+    trainer.profiler) that is neither a class conf/ offers (the schema's) nor one this command line
+    names itself: a config read from a run folder is data, and decides nothing that runs."""
+    allowed = _offered_targets() | _targets_on_the_command_line()
+    for key, target in _targets_in(plain):
+        if target not in allowed:
+            raise ConfigError(
+                f"bad config value {key}={target!r}: gradlab builds only the classes its conf/ offers and those "
+                "the command line names itself (e.g. +trainer.profiler._target_=...). Remove the key, or pick "
+                f"a group option (e.g. data=NAME). {NOTHING_RAN}"
+            )
+
+
+def _targets_in(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    found = []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            key = f"{prefix}{k}"
+            if k == "_target_":
+                found.append((key, v))
+            else:
+                found += _targets_in(v, f"{key}.")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            found += _targets_in(v, f"{prefix}{i}.")
+    return found
+
+
+def _offered_targets() -> set[str]:
+    import msgspec
+
+    from gradlab.checks import schema
+
+    return {info.tag for kind in vars(schema).values()
+            if isinstance(kind, type) and issubclass(kind, msgspec.Struct)
+            and isinstance(info := msgspec.inspect.type_info(kind), msgspec.inspect.StructType) and info.tag}
+
+
+def _targets_on_the_command_line() -> set[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return set()
+    return {o.split("=", 1)[1] for o in HydraConfig.get().overrides.task
+            if "=" in o and o.split("=", 1)[0].lstrip("+~").endswith("_target_")}
 
 
 def check_stored(hparams: Any, target: str, source: str) -> None:
@@ -62,7 +119,8 @@ def check_stored(hparams: Any, target: str, source: str) -> None:
     try:
         msgspec.convert({"_target_": target, **hparams}, kinds[target])
     except msgspec.ValidationError as e:
-        detail = _explain(str(e), {what: {"_target_": target, **hparams}}, schema.TrainRun, stored=True)
+        located = str(e).replace(" - at `$", f" - at `$.{what}")  # the struct's keys sit under model. / data.
+        detail = _explain(located, {what: {"_target_": target, **hparams}}, schema.TrainRun, stored=True)
         raise ConfigError(f"{source}: its stored hyperparameter {detail}; nothing was run. Use a checkpoint "
                           "written by scripts/train.py") from None
     if what == "model" and hparams.get("n_features") is None:
@@ -340,6 +398,26 @@ def check_arguments(cfg: DictConfig) -> None:
         if strategy not in StrategyRegistry.available_strategies():
             names = ", ".join(["auto", *StrategyRegistry.available_strategies()])
             raise ConfigError(_message("trainer.strategy", strategy, names))
+    if "trainer" in cfg:
+        _build_a_trainer(cfg)
+
+
+def _build_a_trainer(cfg: DictConfig) -> None:
+    """Builds the configured Trainer once, without logger or callbacks, and throws it away: what only
+    Lightning knows (devices=-1 on a CPU accelerator, a strategy this machine cannot run, a `+trainer`
+    value of the wrong kind) is refused here, before a run directory exists. A Trainer writes nothing
+    until it fits."""
+    from hydra.utils import instantiate
+
+    try:
+        instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False,
+                    enable_progress_bar=False, enable_model_summary=False)
+    except Exception as e:
+        cause = e.__cause__ or e  # Hydra wraps the constructor's error
+        detail = " ".join(str(cause).split()) or type(cause).__name__
+        raise ConfigError(f"bad config under trainer: Lightning's Trainer refuses it ({detail}). Fix the "
+                          f"trainer keys (python scripts/train.py --cfg job -p trainer shows them). {NOTHING_RAN}"
+                          ) from None
 
 
 def _check_accelerator(accelerator: Any) -> None:

@@ -219,7 +219,10 @@ class ModelCheckpoint(OpenNode, tag="lightning.pytorch.callbacks.ModelCheckpoint
     monitor: Literal[METRICS] | None = None  # type: ignore[valid-type]
     mode: Literal["min", "max"] = "min"
     save_top_k: Annotated[int, Meta(ge=-1, description="-1 (all), 0 (none) or an integer >= 1")] = 1
-    save_last: bool | Literal["link"] | None = None
+    # Lightning's save_last="link" makes last.ckpt a link to an older best: a resume would go back
+    save_last: Annotated[bool | None, Meta(description="null, true or false ('link' is refused: last.ckpt "
+                                                        "stays a real file with the newest state)")] = None
+    dirpath: None = None  # always the run's checkpoints/: a config never names where checkpoints go
     every_n_epochs: Count | None = None
     filename: FilePattern | None = None
     enable_version_counter: bool = True
@@ -261,8 +264,11 @@ class Where(Struct, kw_only=True, forbid_unknown_fields=True):
     """Where a script finds its runs."""
 
     name: Name = "default"
-    root_dir: Annotated[str, Meta(pattern=r"\S", description="a non-empty directory path (relative to where "
-                                                             "you run the script)")] = "lightning_logs"
+    # ~ and $VAR are left to the shell: expanded by gradlab, but not by Hydra's sweep folder, a run
+    # would be split between two places
+    root_dir: Annotated[str, Meta(pattern=r"^(?!~)(?=.*\S)[^$\x00]+$", description=(
+        "a non-empty directory path (relative to where you run the script) without '~' or '$': let the shell "
+        "expand those, unquoted (root_dir=$HOME/runs)"))] = "lightning_logs"
     ckpt_path: Annotated[str, Meta(pattern=r"\S", description="null, 'last', or the path of a .ckpt "
                                                               "file")] | None = None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import difflib
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -21,15 +22,21 @@ class DataError(ValueError):
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
+# What a spreadsheet reads as a number: ASCII digits, one point, an exponent. Python's float() also
+# takes "1_000", Arabic-Indic and fullwidth digits; a spreadsheet shows those as text, so they are refused.
+NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:nan|inf|infinity)",
+                    re.ASCII | re.IGNORECASE)
+
+
 def number(cell: str, where: str) -> float:
     """A CSV cell as a finite number that fits a float32, or a DataError naming `where` it stands."""
     cell = cell.strip()
     if not cell:
         raise DataError(f"{where}: the cell is empty; fill it or remove the row")
-    try:
-        value = float(cell)
-    except ValueError:
-        raise DataError(f"{where}: {cell!r} is not a number") from None
+    if not NUMBER.fullmatch(cell):
+        raise DataError(f"{where}: {cell!r} is not a number (digits 0-9 with an optional '.' and exponent, "
+                        "e.g. 1.5e-3; no '_', thousands separators or other digits)")
+    value = float(cell)
     if not math.isfinite(value):
         raise DataError(f"{where}: {cell!r} is not finite; remove or fill the row")
     if abs(value) > FLOAT32_MAX:

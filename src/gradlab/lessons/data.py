@@ -111,7 +111,8 @@ class TensorDataModule(L.LightningDataModule):
         self.x_mean: list[float] | None = None
         self.x_std: list[float] | None = None
         self.saved_fingerprint: str | None = None  # the test split's, as a checkpoint recorded it
-        self._fingerprint: str | None = None
+        self.saved_fingerprints: dict[str, str] | None = None  # every split's, as a checkpoint recorded them
+        self._fingerprints: dict[str, str] = {}
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
         """The whole dataset: X of shape (N, F) and y of shape (N,)."""
@@ -178,24 +179,26 @@ class TensorDataModule(L.LightningDataModule):
         mean, std = torch.tensor(self.x_mean, dtype=torch.float64), torch.tensor(self.x_std, dtype=torch.float64)
         return ((x.double() - mean) / std).to(x.dtype)
 
-    def fingerprint(self) -> str | None:
-        """A hash of the test split as the model sees it (None before setup); computed once, since
-        the splits do not change. eval.py compares it with the one the checkpoint recorded."""
-        if self._fingerprint is None and "test" in self.splits:
-            x, y = self.splits["test"]
+    def fingerprint(self, split: str = "test") -> str | None:
+        """A hash of a split as the model sees it (None before setup). eval.py compares the test
+        split's with the one the checkpoint recorded, a resume every split's."""
+        if split not in self._fingerprints and split in self.splits:
+            x, y = self.splits[split]
             digest = hashlib.sha256(x.contiguous().numpy().tobytes())
             digest.update(y.contiguous().numpy().tobytes())
-            self._fingerprint = digest.hexdigest()[:16]
-        return self._fingerprint
+            self._fingerprints[split] = digest.hexdigest()[:16]
+        return self._fingerprints.get(split)
 
     def state_dict(self) -> dict:
         # saved in every checkpoint, so predict.py can standardise raw inputs the same way, and
-        # eval.py can tell whether the test split is still the one the run was tested on
-        return {"x_mean": self.x_mean, "x_std": self.x_std, "test_fingerprint": self.fingerprint()}
+        # eval.py and a resume can tell whether the data are still the run's
+        return {"x_mean": self.x_mean, "x_std": self.x_std, "test_fingerprint": self.fingerprint(),
+                "fingerprints": {split: self.fingerprint(split) for split in ("train", "val", "test")}}
 
     def load_state_dict(self, state: dict) -> None:
         self.x_mean, self.x_std = state.get("x_mean"), state.get("x_std")
         self.saved_fingerprint = state.get("test_fingerprint")
+        self.saved_fingerprints = state.get("fingerprints")  # None in checkpoints before it was recorded
 
     def _loader(self, split: str, shuffle: bool) -> TensorBatches:
         x, y = self.splits[split]

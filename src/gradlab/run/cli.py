@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 
 from omegaconf import DictConfig
 
-from gradlab.checks.config import ConfigError, check, check_arguments
+from gradlab.checks.config import ConfigError, check
 
 
 def main(hydra_main: Callable[[], Any]) -> NoReturn:
@@ -53,17 +53,17 @@ def run(job: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     from gradlab.lessons.csvfile import DataError
     from gradlab.run import signals, stopping
     from gradlab.run.files import WriteError
-    from gradlab.run.rundirs import RunInUse
+    from gradlab.run.rundirs import RunInUse, UnsafeRunFolder
     from gradlab.run.stopping import Diverged
 
     try:
-        check_arguments(cfg)
         return job(cfg)
     except ConfigError as e:
         fail(str(e), 2)
     except Diverged as e:
         fail(f"training diverged: {e}. {_kept(getattr(e, 'run_dir', None))}", 3)
-    except (DataError, FileNotFoundError, BadCheckpoint, UnsafeCheckpoint, RunInUse, WriteError) as e:
+    except (DataError, FileNotFoundError, BadCheckpoint, UnsafeCheckpoint, UnsafeRunFolder, RunInUse,
+            WriteError) as e:
         fail(str(e), 2)
     except OSError as e:
         if e.errno not in _CANNOT_WRITE:
@@ -77,9 +77,10 @@ def run(job: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     except KeyboardInterrupt:  # Ctrl-C outside training, where it has nothing to save
         fail("interrupted (Ctrl-C) outside training; nothing was saved by this step and nothing is left "
              "half-written", 128 + signal.SIGINT)
-    except signals.Terminated:  # the same for SIGTERM (gradlab.run.signals)
-        fail("stopped by SIGTERM outside training; nothing was saved by this step and nothing is left "
-             "half-written", 128 + signal.SIGTERM)
+    except signals.Terminated:  # the same for SIGTERM and SIGHUP (gradlab.run.signals)
+        signum = signals.received or signal.SIGTERM
+        fail(f"stopped by {signal.Signals(signum).name} outside training; nothing was saved by this step and "
+             "nothing is left half-written", 128 + signum)
     except SystemExit as e:
         # Lightning answers a Ctrl-C it catches (the second one in training, or one in its validation
         # or test stage) with sys.exit(1)

@@ -17,13 +17,14 @@ import lightning.pytorch as L
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 
-from gradlab.checks.checkpoint import BadCheckpoint, load_checkpoint
+from gradlab.checks.checkpoint import BadCheckpoint, check_state_fits, load_checkpoint
 from gradlab.checks.config import check_stored
 from gradlab.lessons import data
 from gradlab.lessons.csvfile import DataError
 from gradlab.lessons.data import TensorDataModule
-from gradlab.run import rundirs
+from gradlab.run import rundirs, signals
 from gradlab.run.checkpoints import DEFAULT_MODEL, MODEL_CLASS, moved, restore_model
+from gradlab.run.files import WriteError
 
 # the answer is one line: no GPU/TPU notices or tips from Lightning around it
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
@@ -63,11 +64,14 @@ def restore(path: Path, data_path: str | None = None) -> Restored:
     ckpt = load_checkpoint(path)
     check_stored(ckpt["hyper_parameters"], moved(ckpt.get(MODEL_CLASS, DEFAULT_MODEL)), str(path))
     dm = _datamodule(ckpt, path, data_path or _run_data_path(path))
-    return Restored(path, restore_model(ckpt, path), dm, int(ckpt.get("global_step", 0)))
+    model = restore_model(ckpt, path)
+    check_state_fits(ckpt, model, path)  # its standardisation, names and classes: one per input or output
+    return Restored(path, model, dm, int(ckpt.get("global_step", 0)))
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Runs the test stage on the checkpoint's test split; prints and logs the model's test metrics."""
+    signals.raise_from_now_on()
     path = find_checkpoint(cfg.ckpt_path, cfg.root_dir, cfg.name)
     restored = restore(path, cfg.get("data_path"))
     dm = restored.dm
@@ -91,16 +95,27 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
                         enable_progress_bar=False, enable_model_summary=False)
     metrics = {k: float(v) for k, v in trainer.test(restored.model, datamodule=dm, verbose=False)[0].items()}
 
-    log_dir = (rundirs.run_dir_of(path) or path.parent) / "eval"
-    logger = TensorBoardLogger(str(log_dir.parent), name=log_dir.name, version="", default_hp_metric=False)
-    logger.log_metrics(metrics, step=restored.step)  # at the checkpoint's step, beside its training curves
-    logger.finalize("success")
-
     n_test = len(dm.splits["test"][0])
     loss_name = getattr(restored.model, "loss_name", "")
     shown = ", ".join(f"{k}{f' ({loss_name})' if k == 'test/loss' else ''} {v:.8g}" for k, v in metrics.items())
-    print(f"gradlab: {path} on its test split ({n_test} rows): {shown}\n"
-          f"gradlab: logged to {log_dir} (tensorboard --logdir {log_dir})")
+    print(f"gradlab: {path} on its test split ({n_test} rows): {shown}", flush=True)  # before any write
+
+    log_dir = (rundirs.run_dir_of(path) or path.parent) / "eval"
+    if rundirs.run_dir_of(path) is not None:
+        rundirs.refuse_links(rundirs.run_dir_of(path))  # TensorBoard would write through a planted link
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)  # here, not in Lightning, which would re-raise a ValueError
+        logger = TensorBoardLogger(str(log_dir.parent), name=log_dir.name, version="", default_hp_metric=False)
+        logger.log_metrics(metrics, step=restored.step)  # at the checkpoint's step, beside its training curves
+        logger.finalize("success")
+    except (OSError, ValueError) as e:
+        cause = e if isinstance(e, OSError) else e.__cause__
+        if not isinstance(cause, OSError):
+            raise
+        raise WriteError(f"cannot write {log_dir}: {cause.strerror or cause}. The numbers above are computed; "
+                         "only their TensorBoard copy is missing (pick a writable place or free some space)"
+                         ) from None
+    print(f"gradlab: logged to {log_dir} (tensorboard --logdir {log_dir})")
     return metrics
 
 

@@ -33,7 +33,8 @@ def atomic_file(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        # the writer's pid in the name: the next run in the folder removes what a killed writer left
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
         raise write_error(path, e) from None
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would make outputs private to their writer
@@ -71,3 +72,9 @@ def write_error(path: Path, e: OSError) -> WriteError:
         f"cannot write {path}: {reason}. Free some space or pick a writable place (root_dir=..., "
         "output=...); no partial file was left there"
     )
+
+
+def temporary_owner(path: Path) -> int | None:
+    """The pid of the process writing `path`, if it is one of atomic_file's temporary files."""
+    parts = path.name.split(".")  # "", name..., pid, random, "tmp"
+    return int(parts[-3]) if len(parts) >= 5 and parts[-1] == "tmp" and parts[-3].isdigit() else None

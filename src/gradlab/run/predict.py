@@ -12,12 +12,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from gradlab.lessons.csvfile import DataError, check_known_labels, numeric_columns, read_table, require_column
 from gradlab.lessons.data import ClassificationDataModule, CsvDataModule, input_rows
+from gradlab.run import signals
 from gradlab.run.evaluate import find_checkpoint, restore
 from gradlab.run.files import atomic_file
+from gradlab.show.report import printable
 
 
 def predict(cfg: DictConfig) -> Path:
     """Writes cfg.output: the inputs and the model's output columns; prints them for inputs given as x."""
+    signals.raise_from_now_on()
     if (cfg.x is None) == (cfg.input is None):
         raise DataError("give the inputs either on the command line (x=[5,7]) or as a CSV file (input=FILE)")
     restored = restore(find_checkpoint(cfg.ckpt_path, cfg.root_dir, cfg.name))
@@ -37,17 +40,17 @@ def predict(cfg: DictConfig) -> Path:
     if out.is_dir():
         raise DataError(f"output={cfg.output}: that is a directory; give the CSV file to write, e.g. "
                         f"output={out / 'predictions.csv'}")
+    if cfg.x is not None:  # printed first: a file that cannot be written loses none of them
+        for i, value in enumerate(_values(cfg.x)):
+            shown = ", ".join(f"{name} {printable(_cell(values[i]))}" for name, values in columns.items())
+            if list(columns) == ["prediction"]:
+                shown = f"{float(columns['prediction'][i]):.8g}"
+            print(f"Prediction: f({value if isinstance(value, list) else f'{value:g}'}) = {shown}", flush=True)
     with atomic_file(out, "w", newline="") as f:  # a complete CSV or none: never half a file
         writer = csv.writer(f)
         writer.writerow([*header, *columns])
         for i, row in enumerate(cells):  # 9 digits: a float32 exactly
             writer.writerow([*row, *(_cell(values[i]) for values in columns.values())])
-    if cfg.x is not None:
-        for i, value in enumerate(_values(cfg.x)):
-            shown = ", ".join(f"{name} {_cell(values[i])}" for name, values in columns.items())
-            if list(columns) == ["prediction"]:
-                shown = f"{float(columns['prediction'][i]):.8g}"
-            print(f"Prediction: f({value if isinstance(value, list) else f'{value:g}'}) = {shown}")
     n = len(next(iter(columns.values())))
     print(f"gradlab: {n} prediction(s) from {restored.path} written to {out}")
     return out

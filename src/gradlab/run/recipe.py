@@ -22,10 +22,10 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from gradlab.checks.checkpoint import check_fits, load_checkpoint
-from gradlab.checks.config import check
+from gradlab.checks.config import check, check_arguments
 from gradlab.lessons.csvfile import DataError
 from gradlab.lessons.data import input_rows
-from gradlab.run import resume, rundirs
+from gradlab.run import resume, rundirs, signals
 from gradlab.run.checkpoints import (
     AtomicCheckpointIO,
     FlushLogsAtCheckpoint,
@@ -66,6 +66,7 @@ class RunDir:
     path: Path
     ckpt_path: Path | None  # the checkpoint it continues from, if any
     is_new: bool
+    weights_only: bool = False  # a new run from a checkpoint's weights, its optimiser starting fresh
 
 
 def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> RunResult:
@@ -74,14 +75,16 @@ def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> R
     `datamodule`: an already built one to use instead of `cfg.data` (scripts/benchmark.py shares
     one between gradlab and its plain loop, so a large dataset is held in memory once).
     """
+    signals.raise_from_now_on()  # a stop from here is cleaned up on the way out (gradlab.run.signals)
     cfg = resume.effective_config(cfg)  # a resume: its run's config.yaml plus what this command line changes
     check(cfg)  # cli.run checked the command line's before the imports; this is for Python callers and resumes
+    check_arguments(cfg)  # what only the imported classes know, still before a run directory
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     started = time.perf_counter()
     dm = datamodule or _data(cfg)  # bad data fails here, before any run directory exists
     queries = input_rows(_plain(cfg.predict_x), dm.n_features, "predict_x")  # so does a bad predict_x
     model = _model(cfg, dm)
-    run = _run_dir(cfg, model)  # a checkpoint that does not fit, or names paths elsewhere, fails here
+    run = _run_dir(cfg, model, dm)  # a checkpoint that does not fit, or names paths elsewhere, fails here
     board = _logger(cfg, run)
     stopper = GracefulStop()
     trainer = _trainer(cfg, run, board, stopper)
@@ -135,10 +138,10 @@ def _model(cfg: DictConfig, dm: L.LightningDataModule) -> L.LightningModule:
                        **({"n_classes": len(dm.classes)} if takes_classes else {}))
 
 
-def _run_dir(cfg: DictConfig, model: L.LightningModule) -> RunDir:
+def _run_dir(cfg: DictConfig, model: L.LightningModule, dm) -> RunDir:
     """The run directory, claimed for this process: a new one, or the one a checkpoint continues.
     The checkpoint is checked first; a new run's config.yaml is saved, a resume is recorded."""
-    run = _resolve(cfg, model)
+    run = _resolve(cfg, model, dm)
     rundirs.claim_run(run.path, run.ckpt_path, run.is_new)
     resume.record(run.path, run.ckpt_path, run.is_new, cfg)  # resumes.yaml: each resume's command line
     if run.is_new and rank_zero_only.rank == 0:
@@ -156,7 +159,7 @@ def _logger(cfg: DictConfig, run: RunDir) -> TensorBoardLogger | bool:
     if not cfg.get("logger"):
         return False
     board = instantiate(cfg.logger, save_dir=str(run.path), name="", version="",
-                        **logger_resume_kwargs(run.ckpt_path))
+                        **logger_resume_kwargs(None if run.weights_only else run.ckpt_path))
     if isinstance(board, TensorBoardLogger):
         tensorboard.write_start(board, tensorboard.run_hparams(cfg))
     return board
@@ -179,9 +182,12 @@ def _fit(trainer: L.Trainer, model: L.LightningModule, dm, run: RunDir, cfg: Dic
     """Fits, then validates the last epoch if the schedule skipped it. A diverged run is reported
     (FAILED in TensorBoard, result.json) and Diverged raised again."""
     os.environ["GRADLAB_RUN_DIR"] = str(run.path)  # DDP workers re-run this script: same run dir
+    ckpt_path = run.ckpt_path
+    if run.weights_only:  # the weights alone, from epoch 0, with a fresh optimiser
+        model.load_state_dict(load_checkpoint(ckpt_path)["state_dict"])
+        ckpt_path = None
     try:
-        trainer.fit(model, datamodule=dm, ckpt_path=str(run.ckpt_path) if run.ckpt_path else None,
-                    weights_only=True)
+        trainer.fit(model, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
         last_epoch_unvalidated = trainer.current_epoch % (trainer.check_val_every_n_epoch or 1)
         if stopper.signum is None and not trainer.fast_dev_run and last_epoch_unvalidated:
             # Validation runs every check_val_every_n_epoch (200 by default: one costs ~20 training
@@ -220,17 +226,25 @@ def _test(trainer: L.Trainer, model: L.LightningModule, dm) -> dict[str, float]:
 # ------------------------------------------------------------------ helpers of the steps
 
 
-def _resolve(cfg: DictConfig, model: L.LightningModule) -> RunDir:
+def _resolve(cfg: DictConfig, model: L.LightningModule, dm) -> RunDir:
     """Which run this is: a checkpoint's (resume), a sweep job's folder, or a new version_<N>."""
     ckpt = cfg.ckpt_path or ("last" if cfg.resume else None)
     if ckpt is not None:
         path = resume.resume_checkpoint(cfg.root_dir, cfg.name) if ckpt == "last" else Path(ckpt)
         # a clear error for a corrupt file or one this model cannot take, before Lightning reads it
-        check_fits(load_checkpoint(path), model, path)
+        saved = load_checkpoint(path)
+        check_fits(saved, model, path)
         owner = rundirs.run_dir_of(path)
         if owner is not None:
+            resume.check_moves_forward(path, saved, owner)
+            resume.check_same_data(path, saved, dm)
             return RunDir(owner, path, False)
-        return RunDir(rundirs.new_run_dir(cfg.root_dir, cfg.name), path, True)  # a new run from its weights
+        # a file outside any run: a new run from its weights (and its optimiser state, if it fits)
+        fresh = not resume.optimizer_state_fits(saved, model)
+        if fresh:
+            say(f"gradlab: a new run from the weights of {path}; its optimiser state is not "
+                f"{type(model.configure_optimizers()).__name__}'s, so the optimiser starts fresh, from epoch 0")
+        return RunDir(rundirs.new_run_dir(cfg.root_dir, cfg.name), path, True, weights_only=fresh)
     if (child := rundirs.ddp_child_run_dir()) is not None:
         return RunDir(child, None, False)
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
@@ -250,14 +264,16 @@ def _relative(path: Path) -> Path:
 def _print_tree(cfg: DictConfig) -> None:
     """The composed config as a tree, one branch per group (print_config=false skips it)."""
     from rich import print as rich_print
+    from rich.text import Text
     from rich.tree import Tree
 
+    # Text, not markup: a value such as "[/b]" is printed as it is
     tree = Tree("config", guide_style="dim")
     for key, value in cfg.items():
         if OmegaConf.is_dict(value):
-            tree.add(f"[bold]{key}[/bold]").add(OmegaConf.to_yaml(value, resolve=True).rstrip())
+            tree.add(Text(str(key), style="bold")).add(Text(OmegaConf.to_yaml(value, resolve=True).rstrip()))
         else:
-            tree.add(f"[bold]{key}[/bold]: {value}")
+            tree.add(Text.assemble((str(key), "bold"), f": {value}"))
     rich_print(tree)
 
 

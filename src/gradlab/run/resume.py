@@ -1,11 +1,13 @@
-"""Resume means one thing: `resume=true` (or `ckpt_path=` a file in a run's checkpoints/) continues
-that run from its own saved config.yaml plus what the new command line changes.
+"""A continued run only moves forward: `resume=true` (or `ckpt_path=` a file in a run's checkpoints/)
+continues that run from its newest state and its own saved config.yaml, plus what the new command
+line changes.
 
 Only the settings in MAY_CHANGE may differ from the run's config.yaml (how long to train, the
 learning rate, the logging and checkpoint schedules, where and how to show it); anything else
 (data, model, another optimizer) would continue weights and optimiser state in a run that no
-longer describes them, so it is refused with the difference shown. Each resume's command line is
-appended to the run's resumes.yaml.
+longer describes them, so it is refused with the difference shown, and so are an older checkpoint
+of the run and data whose rows changed. The saved config is data: it is checked like a command line
+before anything is built from it. Each resume's command line is appended to the run's resumes.yaml.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 import lightning.pytorch as L
 from omegaconf import DictConfig, OmegaConf
 
-from gradlab.checks.config import ConfigError
+from gradlab.checks.config import ConfigError, check
 from gradlab.run import rundirs
 
 # keys (fnmatch patterns on the dotted path) a resume may change; everything else must match:
@@ -87,12 +89,19 @@ def effective_config(cfg: DictConfig) -> DictConfig:
             "ckpt_path. Nothing was run or written."
         )
     for key, value in changed.items():
-        if value is ABSENT:  # removed on the command line, e.g. ~callbacks.plots
+        if value is ABSENT:  # removed on the command line, e.g. ~callbacks.plots: and any group it empties
             parent, _, last = key.rpartition(".")
-            node = OmegaConf.select(saved, parent) if parent else saved
-            node.pop(last)
+            while True:
+                node = OmegaConf.select(saved, parent) if parent else saved
+                node.pop(last)
+                if not parent or len(node) > 0:
+                    break
+                parent, _, last = parent.rpartition(".")
         else:
             OmegaConf.update(saved, key, value, force_add=True)
+    # a run folder is data: what it says is checked like a command line, every class it names
+    # included, before anything is built from it
+    check(saved, source=str(saved_file))
     return saved
 
 
@@ -141,6 +150,58 @@ def _hydra_value(text: str) -> str:
     if re.fullmatch(r"[\w./-]+", text):
         return text
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def check_moves_forward(path: Path, saved: dict, run_dir: Path) -> None:
+    """ConfigError when `path` is older than the run's newest state (its last.ckpt): continuing it
+    would write over the later steps, in the checkpoints and in TensorBoard."""
+    last = Path(run_dir) / "checkpoints" / "last.ckpt"
+    if not last.is_file() or last.resolve() == Path(path).resolve():
+        return
+    from gradlab.checks.checkpoint import load_checkpoint
+
+    newest, older = load_checkpoint(last).get("global_step", 0), saved.get("global_step", 0)
+    if older < newest:
+        raise ConfigError(
+            f"ckpt_path={path} is at step {older}, older than its run's newest state ({last}, step {newest}); "
+            "continuing it would overwrite the run's later steps. Continue the run from its newest state "
+            f"with resume=true (name={Path(run_dir).parent.name}), or start a new run from these weights: "
+            f"copy the file out of the run (cp {path} from_step_{older}.ckpt) and give ckpt_path=from_step_"
+            f"{older}.ckpt. Nothing was run or written."
+        )
+
+
+def check_same_data(path: Path, saved: dict, dm) -> None:
+    """DataError when the data a resume would train on are not the rows the run was trained on (a
+    CSV edited since, another seed): the new steps would continue the old ones on other data."""
+    from gradlab.checks.checkpoint import data_states
+    from gradlab.lessons.csvfile import DataError
+
+    for name, state in data_states(saved).items():
+        recorded = state.get("fingerprints")
+        if recorded is None:
+            print(f"gradlab: note: {path} records the test split's fingerprint only (written before every "
+                  "split's was), so whether the training rows are still the run's was not checked")
+            recorded = {"test": state.get("test_fingerprint")}
+        changed = [s for s, value in recorded.items() if value is not None and dm.fingerprint(s) != value]
+        if changed:
+            prints = ", ".join(f"{recorded[s]} then, {dm.fingerprint(s)} now" for s in changed)
+            raise DataError(
+                f"{path}: the {', '.join(changed)} split(s) of {name} are no longer the rows the run was "
+                f"trained on (fingerprints {prints}): its data have changed since. Restore the data, or start "
+                "a new run on the new data (without resume=true / ckpt_path). Nothing was run or written."
+            )
+
+
+def optimizer_state_fits(saved: dict, model: L.LightningModule) -> bool:
+    """Whether the checkpoint's optimiser state is the kind the model's optimiser takes (the same
+    settings in each parameter group: SGD's momentum, Adam's betas, ...)."""
+    states = saved.get("optimizer_states") or []
+    if not states:
+        return False
+    ours = set(model.configure_optimizers().param_groups[0]) - {"params"}
+    return all(set(group) - {"params", "initial_lr"} == ours
+               for state in states for group in state["param_groups"])
 
 
 class ApplyResumedLearningRate(L.Callback):

@@ -90,7 +90,7 @@ def lock_run(run_dir: str | Path) -> None:
     if os.path.realpath(run_dir) in _held:  # this process resumes a run it wrote (tests, notebooks)
         return
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)  # never through a planted link
     except OSError as e:
         raise write_error(path, e) from None
     try:
@@ -127,4 +127,46 @@ def claim_run(run_dir: Path, ckpt_path: Path | None, is_new: bool) -> None:
                 Path(run_dir).rmdir()  # claimed a moment ago and still empty
             raise
     if rank_zero_only.rank == 0:
+        refuse_links(run_dir)
         lock_run(run_dir)
+        remove_stale_temporary_files(run_dir)
+
+
+class UnsafeRunFolder(ValueError):
+    """A run folder holding symbolic links: Lightning and TensorBoard would write through them."""
+
+
+def refuse_links(run_dir: str | Path) -> None:
+    """UnsafeRunFolder naming the symbolic links in a run folder (a downloaded or shared one may hold
+    planted links): gradlab's own files never follow one, but event files, hparams.yaml and
+    Lightning's writes would, so such a folder is refused before the first write."""
+    links = [os.path.join(folder, name) for folder, dirs, files in os.walk(run_dir)
+             for name in dirs + files if os.path.islink(os.path.join(folder, name))]
+    if links:
+        shown = ", ".join(repr(p) for p in links[:5]) + (f" and {len(links) - 5} more" if len(links) > 5 else "")
+        raise UnsafeRunFolder(
+            f"refused: the run folder {run_dir} holds symbolic links ({shown}); gradlab and Lightning would "
+            "write through them, to places outside the run. Nothing was written. Remove the links (a run "
+            "folder holds only files gradlab wrote), or start a new run without resume=true / ckpt_path"
+        )
+
+
+def remove_stale_temporary_files(run_dir: str | Path) -> None:
+    """Removes the temporary files (gradlab.run.files) that a process killed mid-write left in the run:
+    each carries its writer's pid, and a pid that is no longer running has nothing left to finish."""
+    from gradlab.run.files import temporary_owner
+
+    for path in Path(run_dir).rglob(".*.tmp"):
+        pid = temporary_owner(path)
+        if pid is not None and not _running(pid) and path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: running
+        return True
+    return True

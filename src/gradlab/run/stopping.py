@@ -22,7 +22,7 @@ from torch import Tensor
 received: int | None = None  # the last stop signal this process received during training
 
 class GracefulStop(L.Callback):
-    """On SIGINT/SIGTERM: finish this epoch, then ask the Trainer to stop; remembers the signal."""
+    """On SIGINT/SIGTERM/SIGHUP: finish this epoch, then ask the Trainer to stop; remembers the signal."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -31,7 +31,7 @@ class GracefulStop(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Installed after Lightning's own handlers (set up before this hook), so it replaces them
         # for the duration of training; on_train_end puts the previous ones back.
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             self._previous[signum] = signal.signal(signum, self._handle)
         if trainer.is_global_zero:  # the moment from which a signal is handled as described
             print("gradlab: training; Ctrl-C stops after this epoch, with a checkpoint", flush=True)

@@ -22,6 +22,46 @@ from gradlab.run.files import atomic_file
 from gradlab.run.rundirs import RESULT
 
 
+class RefuseBeforeTheSweep(Callback):
+    """A Hydra callback: a sweep (-m) is checked before Hydra creates its folder, so a refused value
+    leaves nothing behind, as a single run's does. Each job's own values are checked when it starts.
+
+    Also refused here: continuing runs in a sweep (resume=true, ckpt_path=...: several jobs would
+    continue one run; continue a stopped job with its own printed command), and a sweep folder that
+    exists already (a fixed hydra.sweep.dir given twice: the second sweep would write into the first's
+    job folders).
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        from gradlab.checks.config import ConfigError, check
+        from gradlab.run.cli import fail
+
+        task = list(config.hydra.overrides.task)
+        job = OmegaConf.create({k: v for k, v in config.items() if k != "hydra"})
+        try:
+            check(job)
+            continuing = [o for o in task if o.split("=", 1)[0].lstrip("+~") in ("resume", "ckpt_path")]
+            if continuing or job.get("resume") or job.get("ckpt_path"):
+                said = " ".join(continuing) or "resume/ckpt_path in the config"
+                raise ConfigError(
+                    f"a sweep (-m) cannot continue runs ({said}): its jobs would continue one run each time "
+                    "over. Continue one run at a time without -m (a stopped sweep job prints its own command). "
+                    "Nothing was run and no sweep folder was created."
+                )
+            sweep = Path(config.hydra.sweep.dir)
+            if sweep.exists() and any(sweep.iterdir()):
+                raise ConfigError(
+                    f"the sweep folder {sweep} exists already (hydra.sweep.dir): this sweep would write into "
+                    "another sweep's job folders. Give a new hydra.sweep.dir, or leave it out (each sweep then "
+                    "gets a folder of its own). Nothing was run."
+                )
+        except ConfigError as e:
+            fail(str(e), 2)
+        from gradlab.run import signals
+
+        signals.raise_from_now_on()  # Hydra writes the sweep folder next: a stop is cleaned up from here
+
+
 class DDPWorkersPerSweepJob(Callback):
     """A Hydra callback: in a sweep (-m), each job's DDP workers run that job, and only that job.
 

@@ -15,6 +15,12 @@ from lightning.pytorch.utilities import rank_zero_only
 say = rank_zero_only(print)  # one process prints, however many DDP ranks run
 
 
+def printable(text) -> str:
+    """Text from a file (a class name, a column name) as it may reach a terminal: control characters
+    (an escape sequence that retitles or clears the screen, a carriage return) shown as escapes."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))
+
+
 def start(overrides: str, model: L.LightningModule, trainer: L.Trainer) -> str:
     """Two lines: what this run changes from the defaults, and what trains on what."""
     n_params = sum(p.numel() for p in model.parameters())
@@ -64,6 +70,7 @@ def _classifier(model, dm, metrics: dict, best: dict | None) -> list[str]:
     """Its largest coefficients, the optimum (or why there is none), the test accuracy, the final loss."""
     weight, bias = model.coefficients()
     names = getattr(dm, "feature_names", None) or [f"x{i + 1}" for i in range(weight.shape[1])]
+    names = [printable(n) for n in names]
     lines = [f"Coefficients learned: {_largest(weight, names)}; norm |W| = {float(weight.norm()):.6g}"
              + (f", b = [{', '.join(f'{v:.6g}' for v in bias.tolist())}]" if bias is not None else "")]
     if best is not None:
