@@ -133,11 +133,9 @@ class TensorDataModule(L.LightningDataModule):
         x, y = np.asarray(x), np.asarray(y)
         x = x.reshape(len(x), -1)  # (N, F)
         rows = self.split_rows(len(x))
-        if self.standardize:
-            mean, std = standardization(x, rows["train"])
+        mean, std = self.scaling(x, rows["train"])
+        if mean is not None:
             self.x_mean, self.x_std = mean.tolist(), std.tolist()
-        else:
-            mean, std = None, None
         self.splits = {name: (features(x, r, mean, std), self.targets(y[r])) for name, r in rows.items()}
         for name in ("val", "test"):
             if len(rows[name]) == 0:
@@ -170,6 +168,11 @@ class TensorDataModule(L.LightningDataModule):
                     f"{'' if name == 'train' else ' or none'}: change the fractions or add rows"
                 )
         return parts
+
+    def scaling(self, x: np.ndarray, train: np.ndarray) -> tuple[Tensor, Tensor] | tuple[None, None]:
+        """The (mean, std) each feature is scaled by, (x - mean) / std, stored in checkpoints so
+        predict.py takes raw values; (None, None): none. The training rows' statistics if asked."""
+        return standardization(x, train) if self.standardize else (None, None)
 
     def transform(self, x: Tensor) -> Tensor:
         """Raw features as the model sees them (standardised with the train split's statistics)."""
@@ -492,3 +495,32 @@ class LabelledCsvDataModule(ClassificationDataModule):
         x = numeric_columns(self.path, header, numbered, wanted)  # names a non-numeric feature cell
         self.feature_names = list(wanted)
         return (x, *labels_of(self.path, header, numbered, self.target))
+
+
+class DigitsDataModule(BundledClassesDataModule):
+    """sklearn's handwritten digits (1797 images of 8 x 8 pixels, 10 classes, offline): the course's
+    MNIST (lesson 13) at teaching size. Pixels are 0..16 in the file; the model sees them divided by
+    16, so 0..1, as torchvision's ToTensor gives MNIST's pixels to the lesson's network. The factor is
+    stored as the checkpoint's scaling (mean 0, std 16), so predict.py takes raw 0..16 pixel values.
+    Feature names are sklearn's pixel_0_0 ... pixel_7_7 (row, column); `image_shape` is (8, 8), for
+    the pictures: the network sees 64 inputs.
+    """
+
+    loader = "load_digits"
+    image_shape = (8, 8)
+    PIXEL_MAX = 16.0  # load_digits' brightest pixel
+
+    def __init__(self, labels: str = "index", split: str = "train_test_split", val_fraction: float = 0.0,
+                 test_fraction: float = 0.2, batch_size: int | None = 100, shuffle: bool = True,
+                 standardize: bool = False, seed: int = 1234):
+        super().__init__(labels, split, val_fraction, test_fraction, batch_size, shuffle, standardize, seed)
+
+    def scaling(self, x: np.ndarray, train: np.ndarray) -> tuple[Tensor, Tensor]:
+        if self.standardize:  # per pixel, as the other datasets: a pixel always 0 in training keeps std 1
+            return standardization(x, train)
+        width = x.shape[1]
+        return torch.zeros(width, dtype=torch.float64), torch.full((width,), self.PIXEL_MAX, dtype=torch.float64)
+
+    def load_classes(self) -> tuple[np.ndarray, np.ndarray, list]:
+        x, index, classes = super().load_classes()
+        return x, index, [str(c) for c in classes]  # "0" ... "9"

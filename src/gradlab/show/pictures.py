@@ -9,6 +9,8 @@
   With two features (e.g. data.features=[a,b]) the decision regions instead; with one, the sigmoid
   along the feature.
 - `confusion`: for classifiers, the test split's confusion matrix at the end, saved as confusion.png.
+- `digits`, `misclassified`: for images (data=digits), the first test images with the predicted and
+  the true class (the lesson shows six), and the test images the model gets wrong.
 - `loss_surface`: for one-weight models (one feature, no bias: the toy lessons), the loss J(w)
   with the path gradient descent took on it, saved as loss_surface.png at the end.
 """
@@ -70,6 +72,10 @@ class FitPlots(L.Callback):
         if pl_module.task == "classification":
             x, y = trainer.datamodule.splits["test"]
             figures["confusion"] = confusion_figure(confusion(pl_module, x, y), "test split")
+            if getattr(trainer.datamodule, "image_shape", None):  # images: show some, and the mistakes
+                figures["digits"] = images_figure(pl_module, trainer.datamodule, x, y, "test images", wrong=False)
+                figures["misclassified"] = images_figure(pl_module, trainer.datamodule, x, y,
+                                                         "misclassified test images", wrong=True)
         for name, fig in figures.items():
             with atomic_file(out / f"{name}.png", "wb") as f:  # a whole picture or the previous one
                 fig.savefig(f, format="png", dpi=100)
@@ -81,8 +87,8 @@ class FitPlots(L.Callback):
 
     @staticmethod
     def _one_weight(pl_module: L.LightningModule) -> bool:
-        weight, bias = pl_module.coefficients()
-        return weight.numel() == 1 and bias is None
+        coefficients = pl_module.coefficients()  # None: a network with hidden layers
+        return coefficients is not None and coefficients[0].numel() == 1 and coefficients[1] is None
 
     @staticmethod
     def _w(pl_module: L.LightningModule) -> float:
@@ -133,7 +139,7 @@ class FitPlots(L.Callback):
                                  (float(y.min()) - pad_y, float(y.max()) + pad_y))
             ax.set_xlim(*plots._limits[0])
             ax.set_ylim(*plots._limits[1])
-        weight, bias = pl_module.coefficients()
+        weight, bias = pl_module.coefficients() or (torch.empty(0), None)  # a network: none to show
         coefs = ""
         if weight.numel() == 1:
             coefs = f", w = {weight.item():.4g}" + (f", b = {bias.item():.4g}" if bias is not None else "")
@@ -172,7 +178,7 @@ def class_figure(trainer: L.Trainer, pl_module: L.LightningModule, epochs_done: 
     names = getattr(trainer.datamodule, "feature_names", None) or [f"x{i + 1}" for i in range(x.shape[1])]
     if x.shape[1] == 2:
         return boundary_figure(pl_module, x, y, names, f"training split after {epochs_done} epochs")
-    if pl_module.net.lin.out_features > 1:
+    if pl_module.hparams.get("n_classes"):  # several outputs, one per class
         return confusion_figure(confusion(pl_module, x, y), f"training split after {epochs_done} epochs")
     plt = _pyplot()
     with torch.no_grad():
@@ -201,7 +207,7 @@ def boundary_figure(pl_module: L.LightningModule, x: torch.Tensor, y: torch.Tens
     u, v = torch.meshgrid(torch.linspace(lo[0], hi[0], 200), torch.linspace(lo[1], hi[1], 200), indexing="xy")
     grid = torch.stack([u.flatten(), v.flatten()], 1)  # (200 * 200, 2)
     regions = pl_module.outputs(grid.to(pl_module.device))["class"].cpu().reshape(u.shape)
-    k = max(pl_module.net.lin.out_features, 2)
+    k = pl_module.hparams.get("n_classes") or 2
     fig, ax = plt.subplots(figsize=(6, 4.5))
     ax.contourf(u, v, regions, levels=torch.arange(k + 1) - 0.5, cmap="tab10", vmin=0, vmax=9, alpha=0.25)
     ax.scatter(x[:, 0], x[:, 1], c=y.reshape(-1), cmap="tab10", vmin=0, vmax=9, s=12, edgecolors="k",
@@ -218,7 +224,7 @@ def confusion(pl_module: L.LightningModule, x: torch.Tensor, y: torch.Tensor) ->
     from torchmetrics.functional.classification import multiclass_confusion_matrix
 
     predicted = pl_module.outputs(x.to(pl_module.device))["class"].cpu()
-    k = max(pl_module.net.lin.out_features, 2)
+    k = pl_module.hparams.get("n_classes") or 2  # logistic regression: 2 classes on one output
     return multiclass_confusion_matrix(predicted, y.reshape(-1).long(), num_classes=k)
 
 
@@ -235,5 +241,29 @@ def confusion_figure(matrix: torch.Tensor, title: str):
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def images_figure(pl_module: L.LightningModule, dm, x: torch.Tensor, y: torch.Tensor, title: str, wrong: bool,
+                  count: int = 12):
+    """The first `count` images of (x, y) (wrong: of those classified wrong), each titled with the
+    predicted and the true class."""
+    plt = _pyplot()
+    predicted = pl_module.outputs(x.to(pl_module.device))["class"].cpu()
+    truth = y.reshape(-1)
+    rows = torch.nonzero(predicted != truth)[:, 0] if wrong else torch.arange(len(x))
+    rows = rows[:count]
+    columns = 6  # the lesson's six in a row
+    fig, axes = plt.subplots(2, columns, figsize=(1.5 * columns, 3.6))
+    for ax in axes.flat:
+        ax.axis("off")
+    raw = x * torch.tensor(dm.x_std) + torch.tensor(dm.x_mean) if dm.x_std is not None else x  # pixels as stored
+    for ax, i in zip(axes.flat, rows.tolist()):
+        ax.imshow(raw[i].reshape(dm.image_shape), cmap="gray_r")
+        p, t = dm.classes[int(predicted[i])], dm.classes[int(truth[i])]
+        ax.set_title(f"{p} (true {t})", fontsize=9, color="k" if p == t else "r")
+    shown = f"{len(rows)} of {int((predicted != truth).sum())}" if wrong else f"first {len(rows)}"
+    fig.suptitle(f"{title}: predicted (true), {shown}", fontsize=10)
     fig.tight_layout()
     return fig
