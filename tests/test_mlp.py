@@ -82,8 +82,8 @@ def test_a_regression_network_matches_the_plain_loop_with_mse(path, tmp_path):
     x, y = split["train"]
     oracle = feedforward_loop(x, y, [8], "tanh", 50, len(x), torch.optim.SGD, lr=0.001)
     result = train(make_cfg("model=mlp", "data=regression", "model.hidden=[8]", "model.activation=tanh",
-                            "optimizer.lr=0.001", "trainer.max_epochs=50", f"model.optimization={path}", "~callbacks",
-                            root_dir=tmp_path))
+                            "optimizer.lr=0.001", "trainer.max_epochs=50", f"model.optimization={path}",
+                            "~callbacks", root_dir=tmp_path))
     _assert_same_weights(result.run_dir, oracle)
     with torch.no_grad():
         expected = nn.functional.mse_loss(oracle(x), y).item()
