@@ -62,13 +62,31 @@ class OpenNode(Struct, kw_only=True, tag_field="_target_"):
 BatchSize = Annotated[None | Annotated[int, Meta(ge=2)], Meta(description="null (full batch) or an integer >= 2")]
 
 
-class ToyData(Node, tag="gradlab.lessons.data.ToyDataModule"):
+Loader = Annotated[Literal["memory", "dataloader"], Meta(
+    description="'memory' (batches cut from the stored tensors) or 'dataloader' (a torch Dataset and "
+                "DataLoader, lesson 09: the same batches)")]
+Transforms = Annotated[None | list[Annotated[str, Meta(pattern=r"^(?:ToTensor|MulTransform\([-+0-9.eE]+\)|"
+                                                           r"[A-Za-z_][\w.]*\.[A-Za-z_]\w*)$")]], Meta(
+    description="null or a list of transforms applied to each sample with data.loader=dataloader, in order: "
+                "ToTensor, MulTransform(F) (F a number; quote it on a command line: "
+                "'data.transforms=[ToTensor,\"MulTransform(4)\"]') or the dotted path of your own callable "
+                "class, e.g. my_transforms.Flip")]
+
+
+class Loading(Node):
+    """How batches are served (every datamodule takes these)."""
+
+    loader: Loader = "memory"
+    transforms: Transforms = None
+
+
+class ToyData(Loading, tag="gradlab.lessons.data.ToyDataModule"):
     batch_size: BatchSize = None
     shuffle: bool = False
     seed: Seed = 42
 
 
-class Splits(Node):
+class Splits(Loading):
     val_fraction: Fraction = 0.1
     test_fraction: Fraction = 0.1
     batch_size: BatchSize = None

@@ -2,7 +2,8 @@
 stays the lesson's loop and a run prints what the learner's script printed.
 
 - "feedforward" (lesson 13): `Epoch [1/20], Step [5/15], Loss: 0.4123`
-- "dataloader" (lesson 09): `Epoch: 1/2, Step 5/36| Inputs torch.Size([4, 13]) | Labels torch.Size([4])`
+- "dataloader" (lesson 09): first the Dataset's first sample and `142 36` (samples, steps an epoch), then
+  `Epoch: 1/2, Step 5/36| Inputs torch.Size([4, 13]) | Labels torch.Size([4])`
 """
 
 from __future__ import annotations
@@ -21,6 +22,13 @@ class LessonLines(L.Callback):
     def __init__(self, every_n_steps: int = 100, style: Literal["feedforward", "dataloader"] = "feedforward"):
         self.every_n_steps = every_n_steps
         self.style = style
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        dataset = getattr(trainer.train_dataloader, "dataset", None)  # a DataLoader's (data.loader=dataloader)
+        if self.style == "dataloader" and dataset is not None and trainer.current_epoch == 0:
+            features, labels = dataset[0]
+            say(features, labels)
+            say(len(dataset), trainer.num_training_batches)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
                            batch_idx: int) -> None:
