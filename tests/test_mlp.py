@@ -16,6 +16,7 @@ from oracles import feedforward_loop, seeded_split
 from sklearn.datasets import load_digits, make_regression
 from sklearn.metrics import accuracy_score, f1_score, log_loss, recall_score
 from sklearn.model_selection import train_test_split
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
 from gradlab.lessons.mlp import ACTIVATIONS, MLP, derivative
@@ -208,8 +209,11 @@ def test_course_feedforward_prints_the_lessons_lines_and_the_plain_loops_accurac
                                                                              abs=0.01)
     assert "Network: 64 -> 500 relu -> 10, 37,510 parameters" in out
     assert "Coefficients" not in out
-    for picture in ("fit", "confusion", "digits", "misclassified"):
+    pictures = ("fit", "confusion", "digits", "misclassified", "activations")
+    for picture in pictures:
         assert (result.run_dir / f"{picture}.png").stat().st_size > 0
+    images = EventAccumulator(str(result.run_dir), size_guidance={"images": 0}).Reload().Tags()["images"]
+    assert {f"train/pictures/{p}" for p in pictures} <= set(images)
 
 
 @pytest.mark.parametrize("overrides", [

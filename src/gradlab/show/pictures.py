@@ -11,6 +11,8 @@
 - `confusion`: for classifiers, the test split's confusion matrix at the end, saved as confusion.png.
 - `digits`, `misclassified`: for images (data=digits), the first test images with the predicted and
   the true class (the lesson shows six), and the test images the model gets wrong.
+- `activations`: for a network (gradlab.lessons.mlp), lesson 12's activation functions and the
+  derivatives its analytic path uses, the network's own drawn boldest.
 - `loss_surface`: for one-weight models (one feature, no bias: the toy lessons), the loss J(w)
   with the path gradient descent took on it, saved as loss_surface.png at the end.
 """
@@ -69,6 +71,8 @@ class FitPlots(L.Callback):
         figures = {"fit": self.fit_figure(trainer, pl_module, trainer.current_epoch, self)}
         if len(self.w_path) > 1:
             figures["loss_surface"] = self.loss_surface_figure(trainer)
+        if hasattr(pl_module, "architecture"):  # a network: its activation among lesson 12's
+            figures["activations"] = activations_figure(pl_module.net.activation)
         if pl_module.task == "classification":
             x, y = trainer.datamodule.splits["test"]
             figures["confusion"] = confusion_figure(confusion(pl_module, x, y), "test split")
@@ -121,7 +125,13 @@ class FitPlots(L.Callback):
         if x.shape[1] == 1:
             order = x[:, 0].argsort()
             ax.plot(x[:, 0], y[:, 0], "ro", markersize=4, label="training data")
-            ax.plot(x[order, 0], pred[order, 0], "b", label="fitted line")
+            network = pl_module.coefficients() is None
+            label = "the network's fitted curve" if network else "fitted line"
+            ax.plot(x[order, 0], pred[order, 0], "b", label=label)
+            if network:  # a network: the linear model's best line beside its curve
+                a = torch.cat([x.double(), torch.ones(len(x), 1, dtype=torch.float64)], 1)
+                w = torch.linalg.lstsq(a, y.double(), driver="gelsd").solution
+                ax.plot(x[order, 0], (a @ w)[order, 0], "k--", label="linear model (least squares)")
             ax.set_xlabel("x")
             ax.set_ylabel("y")
         else:
@@ -265,5 +275,28 @@ def images_figure(pl_module: L.LightningModule, dm, x: torch.Tensor, y: torch.Te
         ax.set_title(f"{p} (true {t})", fontsize=9, color="k" if p == t else "r")
     shown = f"{len(rows)} of {int((predicted != truth).sum())}" if wrong else f"first {len(rows)}"
     fig.suptitle(f"{title}: predicted (true), {shown}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def activations_figure(chosen: str):
+    """Lesson 12: sigmoid, tanh, relu and leaky relu, and their derivatives, on [-4, 4]."""
+    from gradlab.lessons.mlp import ACTIVATIONS, derivative
+
+    plt = _pyplot()
+    z = torch.linspace(-4, 4, 401)
+    fig, (ax, slope) = plt.subplots(1, 2, figsize=(9, 3.8))
+    for name, function in ACTIVATIONS.items():
+        style = {"linewidth": 3 if name == chosen else 1.2, "linestyle": "--" if name == "leaky_relu" else "-",
+                 "label": name + (" (this network's)" if name == chosen else "")}
+        ax.plot(z, function(z), **style)
+        slope.plot(z, derivative(name, z), **style)
+    ax.set_title("activation act(z)")
+    slope.set_title("derivative act'(z), as backprop uses it")
+    for a in (ax, slope):
+        a.axhline(0, color="k", linewidth=0.5)
+        a.axvline(0, color="k", linewidth=0.5)
+        a.set_xlabel("z")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
