@@ -256,7 +256,7 @@ def confusion_figure(matrix: torch.Tensor, title: str):
 
 
 def images_figure(pl_module: L.LightningModule, dm, x: torch.Tensor, y: torch.Tensor, title: str, wrong: bool,
-                  count: int = 12):
+                  count: int = 6):
     """The first `count` images of (x, y) (wrong: of those classified wrong), each titled with the
     predicted and the true class."""
     plt = _pyplot()
@@ -264,8 +264,7 @@ def images_figure(pl_module: L.LightningModule, dm, x: torch.Tensor, y: torch.Te
     truth = y.reshape(-1)
     rows = torch.nonzero(predicted != truth)[:, 0] if wrong else torch.arange(len(x))
     rows = rows[:count]
-    columns = 6  # the lesson's six in a row
-    fig, axes = plt.subplots(2, columns, figsize=(1.5 * columns, 3.6))
+    fig, axes = plt.subplots(1, count, figsize=(1.5 * count, 2.1))  # the lesson shows six
     for ax in axes.flat:
         ax.axis("off")
     raw = x * torch.tensor(dm.x_std) + torch.tensor(dm.x_mean) if dm.x_std is not None else x  # pixels as stored
@@ -275,7 +274,7 @@ def images_figure(pl_module: L.LightningModule, dm, x: torch.Tensor, y: torch.Te
         ax.set_title(f"{p} (true {t})", fontsize=9, color="k" if p == t else "r")
     shown = f"{len(rows)} of {int((predicted != truth).sum())}" if wrong else f"first {len(rows)}"
     fig.suptitle(f"{title}: predicted (true), {shown}", fontsize=10)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.78, wspace=0.1)  # tight_layout: 5x slower
     return fig
 
 
