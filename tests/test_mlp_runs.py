@@ -114,3 +114,16 @@ def test_a_bad_network_is_refused_with_exit_2_naming_it_and_nothing_written(case
         assert phrase in out, out
     assert "Traceback" not in out
     assert list(Path(tmp_path).iterdir()) == []
+
+
+def test_benchmark_feedforward_workload_agrees_with_the_plain_loop_and_the_dataloader(tmp_path):
+    """scripts/benchmark.py --workload feedforward at a tiny size: all four runs end at the same loss
+    (the script exits 1 otherwise). No timings are checked."""
+    proc = run_script("benchmark.py", "--workload", "feedforward", "--rounds", "1", "--epochs", "4",
+                      "model.hidden=[16]", cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    runs = [line.split(" | ")[1] for line in proc.stdout.splitlines() if line.startswith("| feedforward")]
+    assert runs == ["plain", "barebones", "gradlab", "gradlab, data.loader=dataloader"]
+    assert "feedforward: final MSE gradlab and barebones vs plain: relative difference" in proc.stdout
+    assert "(agree)" in proc.stdout and "final loss identical" in proc.stdout
+    assert list(tmp_path.iterdir()) == []
