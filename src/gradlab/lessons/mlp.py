@@ -59,7 +59,7 @@ def derivative(activation: str, z: Tensor) -> Tensor:
     if activation == "relu":
         return (z > 0).to(z.dtype)  # 1 where the unit is on, 0 where it is off
     if activation == "leaky_relu":
-        return torch.where(z > 0, 1.0, LEAKY_SLOPE).to(z.dtype)
+        return torch.where(z > 0, torch.ones_like(z), torch.full_like(z, LEAKY_SLOPE))  # 0.01 in z's dtype
     if activation == "tanh":
         return 1 - torch.tanh(z) ** 2
     if activation == "sigmoid":
