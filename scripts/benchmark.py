@@ -3,6 +3,7 @@
 Run: python scripts/benchmark.py                      # the journal task and make_regression 1,000,000 x 100
      python scripts/benchmark.py --rows 100000        # a smaller large workload
      python scripts/benchmark.py --workload journal   # one workload only (journal or large)
+     python scripts/benchmark.py --workload feedforward --rounds 3   # lesson 13 on digits, and the DataLoader
      python scripts/benchmark.py --process --runs 5   # whole processes: train.py vs the journal script
      python scripts/benchmark.py --workload journal trainer.log_every_n_steps=1000   # what logging costs
      (or make benchmark ARGS="--rows 100000")
@@ -20,6 +21,10 @@ Workloads (README "Speed"):
   per batch, in gradlab's batch order. gradlab: `train(cfg)` with data.batch_size=1024 and
   trainer.max_epochs=1 on the same tensors (passed in, so the data is in memory once); its epoch
   is timed by the training loader, from the first batch to the last.
+- feedforward (only when named): experiment=course_feedforward, 20 epochs of lesson 13 on digits.
+  Plain: the lesson's loop (nn.Sequential, CrossEntropyLoss, Adam) on gradlab's shuffled batches;
+  the floor: the same in a minimal LightningModule under Trainer(barebones=True); gradlab with the
+  experiment's defaults; and gradlab with data.loader=dataloader, which must end at the very same loss.
 Rounds are interleaved (plain, gradlab, plain, ...) and the table shows medians: the machine may
 be shared, so read the ratios. Both runs must end at the same training MSE (the script exits 1
 otherwise). Peak memory is the process's resident set (Linux VmHWM), reset before each run.
@@ -211,7 +216,139 @@ def floor_run(dm, seed: int, epochs: int, lr: float) -> float:
                    for s in range(0, len(x), 65536)) / len(x)
 
 
+def plain_feedforward(x, y, seed: int, data_seed: int, epochs: int, batch_size: int, lr: float,
+                      hidden: int) -> tuple[float, float]:
+    """The course's lesson 13 loop (Linear, ReLU, Linear; CrossEntropyLoss; Adam), on shuffled
+    batches in gradlab's order, timed: (seconds per epoch, final training CE)."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)  # train() seeds the same way before building the model: same init
+    model = nn.Sequential(nn.Linear(x.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, 10))
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    started = time.perf_counter()
+    for epoch in range(epochs):
+        # gradlab's order for this epoch (data.EpochShuffle), so all runs see the same batches
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(data_seed * 100_003 + epoch))
+        for i, start in enumerate(range(0, len(x), batch_size)):
+            idx = order[start : start + batch_size]
+            loss = criterion(model(x.index_select(0, idx)), y.index_select(0, idx))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if (i + 1) % 15 == 0:  # the lesson prints the loss now and then
+                loss.item()
+    seconds = (time.perf_counter() - started) / epochs
+    with torch.no_grad():
+        return seconds, criterion(model(x), y).item()
+
+
+class ClockedLoader:
+    """Any training loader (gradlab's batches or a DataLoader), noting the time at the start of each
+    epoch and as it hands out each batch; its `sampler` stays visible, so Lightning's set_epoch reaches it."""
+
+    batch_sampler = None
+
+    def __init__(self, loader, clock: list[float], epoch_starts: list[float]):
+        self.loader, self.sampler, self.clock, self.epoch_starts = loader, loader.sampler, clock, epoch_starts
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        self.clock.append(time.perf_counter())
+        self.epoch_starts.append(self.clock[-1])
+        for batch in self.loader:
+            self.clock.append(time.perf_counter())
+            yield batch
+
+
+def clocked_datamodule(cfg_data):
+    """The datamodule `cfg_data` describes (any gradlab class), its training loader clocked."""
+    from hydra.utils import get_class
+
+    cls = get_class(cfg_data._target_)
+
+    class Clocked(cls):
+        def train_dataloader(self):
+            return ClockedLoader(super().train_dataloader(), self.clock, self.epoch_starts)
+
+    dm = Clocked(**{k: v for k, v in cfg_data.items() if k != "_target_"})
+    dm.clock, dm.epoch_starts = [], []
+    return dm
+
+
+def floor_feedforward(dm, seed: int, epochs: int, lr: float, hidden: int) -> float:
+    """Lightning's floor for lesson 13: the same network, CrossEntropyLoss and Adam in a minimal
+    LightningModule under Trainer(barebones=True), on the same batches; its final training CE."""
+    import lightning.pytorch as L
+    import torch
+    from torch import nn
+
+    class Minimal(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(dm.splits["train"][0].shape[1], hidden), nn.ReLU(),
+                                     nn.Linear(hidden, 10))
+            self.criterion = nn.CrossEntropyLoss()
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return self.criterion(self.net(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=lr)
+
+    dm.clock.clear()
+    dm.epoch_starts.clear()
+    torch.manual_seed(seed)
+    model = Minimal()
+    trainer = L.Trainer(barebones=True, max_epochs=epochs, accelerator="cpu", devices=1)
+    trainer.fit(model, train_dataloaders=dm.train_dataloader())
+    x, y = dm.splits["train"]
+    with torch.no_grad():
+        return model.criterion(model.net(x), y).item()
+
+
 # ---------------------------------------------------------------- workloads
+
+
+def feedforward(rounds: int, epochs: int, root: Path, overrides: list[str]) -> list[dict]:
+    """Lesson 13 on digits (experiment=course_feedforward): plain loop, barebones floor, gradlab with
+    its defaults, and gradlab with data.loader=dataloader (a torch DataLoader on the same batches)."""
+    cfg = compose("experiment=course_feedforward", f"root_dir={root}", *overrides, f"trainer.max_epochs={epochs}")
+    loader_cfg = compose("experiment=course_feedforward", f"root_dir={root}", *overrides,
+                         f"trainer.max_epochs={epochs}", "data.loader=dataloader")
+    dm, loader_dm = clocked_datamodule(cfg.data), clocked_datamodule(loader_cfg.data)
+    dm.setup()
+    loader_dm.setup()
+    x, y = dm.splits["train"]
+    lr, hidden = float(cfg.optimizer.lr), int(cfg.model.hidden[0])
+    rows = {"plain": [], "barebones": [], "gradlab": [], "dataloader": []}
+
+    def per_epoch(d) -> float:
+        return (d.epoch_starts[-1] - d.epoch_starts[0]) / (len(d.epoch_starts) - 1)
+
+    for _ in range(rounds):
+        reset_peak()
+        seconds, loss = plain_feedforward(x, y, cfg.seed, cfg.data.seed, epochs, cfg.data.batch_size, lr, hidden)
+        rows["plain"].append((seconds, loss, peak_mb()))
+        reset_peak()
+        loss = floor_feedforward(dm, cfg.seed, epochs, lr, hidden)
+        rows["barebones"].append((per_epoch(dm), loss, peak_mb()))
+        for side, config, d in (("gradlab", cfg, dm), ("dataloader", loader_cfg, loader_dm)):
+            reset_peak()
+            result, _ = gradlab_run(config, d)
+            rows[side].append((per_epoch(d), result.metrics["train/final_loss"], peak_mb()))
+    what = f"feedforward: digits {len(x)} x {x.shape[1]}, 64-{hidden}-10 relu, Adam, batch 100, {epochs} epochs"
+    table = _rows("feedforward", what, len(x), {k: rows[k] for k in ("plain", "barebones", "gradlab")})
+    loader = _rows("feedforward", what, len(x), {"plain": rows["plain"], "barebones": rows["gradlab"],
+                                                 "gradlab": rows["dataloader"]})[2]
+    loader["run"] = "gradlab, data.loader=dataloader"
+    loader["loader_ratio"] = loader.pop("floor_ratio")  # against gradlab's in-memory batches
+    loader["floor_ratio"] = loader["seconds"] / table[1]["seconds"]
+    return table + [loader]
 
 
 def journal(rounds: int, epochs: int, root: Path, overrides: list[str]) -> list[dict]:
@@ -383,6 +520,13 @@ def report(table: list[dict]) -> bool:
               f"({'agree' if ok else 'DISAGREE'}); per-round gradlab/barebones "
               + ", ".join(f"{g / f:.2f}" for f, g in zip(floor["all"], gl["all"])))
     for row in table:
+        if "loader_ratio" in row:  # the DataLoader path: the same batches, so the very same weights
+            gl = next(r for r in table if r.get("workload") == row["workload"] and r["run"] == "gradlab")
+            same = row["mse"] == gl["mse"]
+            agree &= same
+            print(f"{row['workload']}: data.loader=dataloader / memory: {row['loader_ratio']:.2f}x per epoch; "
+                  f"final loss {'identical' if same else 'DIFFERENT'} ({row['mse']!r} vs {gl['mse']!r})")
+    for row in table:
         if row.get("memory"):
             extra = row["peak"] - row["baseline"]
             print(f"large: float32 data {row['data']:.0f} MB, made in {row['made']:.1f} s (peak while making it "
@@ -393,9 +537,11 @@ def report(table: list[dict]) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--workload", choices=["journal", "large", "all"], default="all")
+    parser.add_argument("--workload", choices=["journal", "large", "feedforward", "all"], default="all",
+                        help="all: journal and large; feedforward (lesson 13 on digits) on its own")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved repeats (medians are shown)")
-    parser.add_argument("--epochs", type=int, default=1000, help="journal task: epochs (>= 4)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs (>= 4): journal 1000 by default, feedforward 20")
     parser.add_argument("--rows", type=int, default=1_000_000, help="large workload: make_regression rows")
     parser.add_argument("--features", type=int, default=100, help="large workload: columns")
     parser.add_argument("--batch-size", type=int, default=1024, help="large workload: batch size")
@@ -427,7 +573,9 @@ def main() -> None:
     table: list[dict] = []
     with tempfile.TemporaryDirectory() as root:
         if args.workload in ("journal", "all"):
-            table += journal(args.rounds, args.epochs, Path(root), args.overrides)
+            table += journal(args.rounds, args.epochs or 1000, Path(root), args.overrides)
+        if args.workload == "feedforward":
+            table += feedforward(args.rounds, args.epochs or 20, Path(root), args.overrides)
         if args.workload in ("large", "all"):
             table += large(args.rounds, args.rows, args.features, args.batch_size, Path(root), args.overrides)
     if not report(table):

@@ -104,3 +104,28 @@ def course_loop(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor
         y_predicted_cls = y_predicted.round() if n_classes is None else y_predicted.argmax(1)
         acc = y_predicted_cls.eq(y_test).sum() / float(y_test.shape[0])
     return final_loss, acc.item(), linear.weight.detach().clone()
+
+
+def feedforward_loop(x: Tensor, y: Tensor, hidden: list[int], activation: str, epochs: int, batch_size: int,
+                     optimizer, seed: int = 42, n_classes: int | None = None, **optimizer_kwargs):
+    """The course's lesson 13 as written (NeuralNet: nn.Linear, an activation module, nn.Linear;
+    CrossEntropyLoss on class indices, or MSELoss with n_classes None), any number of hidden layers;
+    weights from PyTorch's default initialisation after torch.manual_seed(seed), layers created
+    first to last. Batches are consecutive rows (no shuffle). Returns the trained nn.Sequential."""
+    module = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "leaky_relu": nn.LeakyReLU}[activation]
+    torch.manual_seed(seed)
+    widths = [x.shape[1], *hidden, n_classes or 1]
+    layers = []
+    for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:])):
+        layers += [nn.Linear(n_in, n_out)] + ([module()] if i < len(widths) - 2 else [])
+    model = nn.Sequential(*layers)
+    criterion = nn.CrossEntropyLoss() if n_classes else nn.MSELoss()
+    opt = optimizer(model.parameters(), **optimizer_kwargs)
+    for _ in range(epochs):
+        for start in range(0, len(x), batch_size):
+            outputs = model(x[start : start + batch_size])  # forward pass
+            loss = criterion(outputs, y[start : start + batch_size])
+            opt.zero_grad()  # backward and optimize, as the lesson orders them
+            loss.backward()
+            opt.step()
+    return model

@@ -103,8 +103,8 @@ def test_each_optimization_runs_from_the_command_line_with_fast_dev_run(optimiza
 def test_help_and_cfg_job_answer_like_hydra(tmp_path):
     helped = run_script("train.py", "--help", cwd=tmp_path)
     assert helped.returncode == 0
-    assert "data: breast_cancer, csv, diabetes, iris, labelled_csv, regression, toy, wine" in helped.stdout
-    assert "model: linear, logistic, softmax" in helped.stdout
+    assert "data: breast_cancer, csv, diabetes, digits, iris, labelled_csv, regression, toy, wine" in helped.stdout
+    assert "model: linear, logistic, mlp, softmax" in helped.stdout
     job = run_script("train.py", "--cfg", "job", "data=toy", cwd=tmp_path)
     assert job.returncode == 0
     assert "_target_: gradlab.lessons.data.ToyDataModule" in job.stdout

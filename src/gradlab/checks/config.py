@@ -327,6 +327,13 @@ def _check_combinations(cfg: DictConfig) -> None:
         raise ConfigError(_message("trainer.devices", 0, "an integer >= 1, -1 (every device), 'auto' or a list "
                                    "of device indices"))
     strategy = str(trainer.get("strategy", "auto"))
+    if data.get("loader") == "dataloader" and "ddp" in strategy:
+        raise ConfigError(
+            f"data.loader=dataloader cannot run with trainer.strategy={strategy}: Lightning would wrap its "
+            "sampler, which already takes this rank's share, in a distributed sampler that shards it again. "
+            "Allowed: data.loader=memory with DDP (the same batches), or data.loader=dataloader on one "
+            "process. Nothing was run and no run directory was created."
+        )
     if model.get("optimization") == "analytic" and "ddp" in strategy:
         raise ConfigError(
             f"model.optimization=analytic cannot run with trainer.strategy={strategy}: the closed-form "

@@ -62,13 +62,31 @@ class OpenNode(Struct, kw_only=True, tag_field="_target_"):
 BatchSize = Annotated[None | Annotated[int, Meta(ge=2)], Meta(description="null (full batch) or an integer >= 2")]
 
 
-class ToyData(Node, tag="gradlab.lessons.data.ToyDataModule"):
+Loader = Annotated[Literal["memory", "dataloader"], Meta(
+    description="'memory' (batches cut from the stored tensors) or 'dataloader' (a torch Dataset and "
+                "DataLoader, lesson 09: the same batches)")]
+Transforms = Annotated[None | list[Annotated[str, Meta(pattern=r"^(?:ToTensor|MulTransform\([-+0-9.eE]+\)|"
+                                                           r"[A-Za-z_][\w.]*\.[A-Za-z_]\w*)$")]], Meta(
+    description="null or a list of transforms applied to each sample with data.loader=dataloader, in order: "
+                "ToTensor, MulTransform(F) (F a number; quote it on a command line: "
+                "'data.transforms=[ToTensor,\"MulTransform(4)\"]') or the dotted path of your own callable "
+                "class, e.g. my_transforms.Flip")]
+
+
+class Loading(Node):
+    """How batches are served (every datamodule takes these)."""
+
+    loader: Loader = "memory"
+    transforms: Transforms = None
+
+
+class ToyData(Loading, tag="gradlab.lessons.data.ToyDataModule"):
     batch_size: BatchSize = None
     shuffle: bool = False
     seed: Seed = 42
 
 
-class Splits(Node):
+class Splits(Loading):
     val_fraction: Fraction = 0.1
     test_fraction: Fraction = 0.1
     batch_size: BatchSize = None
@@ -120,7 +138,12 @@ class LabelledCsvData(Classes, kw_only=True, tag="gradlab.lessons.data.LabelledC
         description="null (all other columns) or a list of column names")] = None
 
 
-Data = ToyData | RegressionData | DiabetesData | CsvData | BreastCancerData | WineData | IrisData | LabelledCsvData
+class DigitsData(Classes, tag="gradlab.lessons.data.DigitsDataModule"):
+    pass
+
+
+Data = (ToyData | RegressionData | DiabetesData | CsvData | BreastCancerData | WineData | IrisData
+        | LabelledCsvData | DigitsData)
 
 # --------------------------------------------------------------------------- models (gradlab.lessons)
 
@@ -144,7 +167,25 @@ class SoftmaxClassifier(LinearModel, tag="gradlab.lessons.classifiers.SoftmaxCla
     n_classes: Annotated[int, Meta(ge=2)] | None = None  # given by the recipe from the data
 
 
-Model = LinearRegressor | LogisticClassifier | SoftmaxClassifier
+class MLP(Node, tag="gradlab.lessons.mlp.MLP"):
+    n_features: Count | None = None  # given by the recipe from the data; stored in checkpoints
+    n_classes: Annotated[int, Meta(ge=2)] | None = None  # given by the recipe from classified data
+    hidden: Annotated[list[Count], Meta(
+        min_length=1, description="a list of hidden layer widths, at least one, each an integer >= 1, e.g. "
+                                  "model.hidden=[500] or model.hidden=[64,32]")
+                    ] = field(default_factory=lambda: [500])
+    activation: Annotated[Literal["relu", "tanh", "sigmoid", "leaky_relu"], Meta(
+        description="'relu', 'tanh', 'sigmoid' or 'leaky_relu' (slope 0.01), each with its derivative "
+                    "written out for model.optimization=analytic")] = "relu"
+    init: Annotated[Literal["default"], Meta(
+        description="'default' (PyTorch's random weights) only: from zeros every hidden unit of a layer "
+                    "computes the same value and gets the same gradient, so they never become different "
+                    "(and with relu, relu'(0) = 0 gives no gradient at all): the network would never "
+                    "learn")] = "default"
+    optimization: Optimization = "automatic"
+
+
+Model = LinearRegressor | LogisticClassifier | SoftmaxClassifier | MLP
 
 # --------------------------------------------------------------------------- optimizers (torch.optim)
 
@@ -247,6 +288,13 @@ class EpochProgress(Node, tag="gradlab.show.progress.EpochProgress"):
                                                                 "run)")] = 0
 
 
+class LessonLines(Node, tag="gradlab.show.lesson.LessonLines"):
+    every_n_steps: Count = 100
+    style: Annotated[Literal["feedforward", "dataloader"], Meta(
+        description="'feedforward' (lesson 13's loss line) or 'dataloader' (lesson 09's batch shapes)")
+                     ] = "feedforward"
+
+
 class Callbacks(Struct, kw_only=True, forbid_unknown_fields=True):
     """conf/callbacks/default.yaml: each callback by its name (~callbacks.NAME removes one)."""
 
@@ -256,6 +304,7 @@ class Callbacks(Struct, kw_only=True, forbid_unknown_fields=True):
     histograms: WeightHistograms | None = None
     curves: TrainingCurves | None = None
     progress: EpochProgress | None = None
+    lesson: LessonLines | None = None  # the course experiments': the lines the lesson's loop prints
 
 # --------------------------------------------------------------------------- what each script runs
 

@@ -3,6 +3,7 @@ gradlab; the machinery (gradlab.run, gradlab.show, gradlab.checks) uses these cl
 
 - linear.py: the journal's linear model and its LightningModule (MSE, three gradient paths);
 - classifiers.py: logistic (lesson 08) and softmax (lesson 11) regression on the same paths;
+- mlp.py: the feed-forward network (lessons 12, 13), its analytic path backpropagation written out;
 - data.py: the LightningDataModules (splits, standardisation, batches);
 - csvfile.py: reading your own CSV file, and DataError.
 
@@ -11,7 +12,8 @@ checks use only this, so a new model is one module here and one YAML (conf/model
 its keys in gradlab/checks/schema.py:
 - `hparams.n_features`: how many inputs the model takes (its constructor's `n_features`);
 - `task`: "regression" or "classification", which report and pictures fit it;
-- `coefficients()`: the weights (K, F) and the bias (K,) or None, K the number of outputs;
+- `coefficients()`: the weights (K, F) and the bias (K,) or None, K the number of outputs; or None
+  itself for a network with hidden layers (no per-feature weights), which then has `architecture()`;
 - `outputs(x)`: the columns predict.py writes for raw model inputs, each a (Q,) tensor;
 - `best_fit(x, y)`: the best this model can do on (x, y), {"weight", "bias", "loss"}, or None
   where no finite optimum exists;
@@ -19,5 +21,6 @@ its keys in gradlab/checks/schema.py:
 - `criterion`: the training loss, an nn.Module.
 Classifiers add `labels`, the targets they need from the data ("binary" or "index"), and
 `separation(x, y)`, which the report uses to say why `best_fit` has no finite optimum; a model whose
-constructor takes `n_classes` gets the data's number of classes.
+constructor takes `n_classes` gets the data's number of classes (a model with `fits_numbers_too`,
+the MLP, also trains on numeric targets, without `n_classes`, and its `task` is then "regression").
 """

@@ -2,18 +2,22 @@
 
 Batches are cut from whole tensors by indexing (a view or one gather per batch), not by a
 DataLoader fetching rows one by one and collating them: on small models that per-row work
-costs far more than the training step itself.
+costs far more than the training step itself. `loader="dataloader"` serves the same stored
+tensors the course's way (lessons 09 and 10): a torch Dataset, per-sample transforms, and a
+DataLoader whose sampler draws the same order, so the batches, and the weights, are the same.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 
 import lightning.pytorch as L
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from gradlab.lessons.csvfile import DataError, labels_of, numeric_columns, read_csv, read_table, require_column
 
@@ -83,6 +87,105 @@ class TensorBatches:
                 yield self.x.index_select(0, rows), self.y.index_select(0, rows)
 
 
+# ------------------------------------------------------------------ the Dataset and DataLoader (lessons 09, 10)
+
+
+class SplitDataset(Dataset):
+    """The lesson's Dataset over one stored split: sample i is (x[i], y[i]), passed through `transform`.
+
+    The stored tensors are the same ones the in-memory batches are cut from (already scaled once);
+    a transform gets the row and returns a new sample, never writing into the stored one.
+    """
+
+    def __init__(self, x: Tensor, y: Tensor, transform: Callable | None = None):
+        self.x, self.y, self.transform = x, y, transform
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        sample = self.x[index], self.y[index]  # views of the stored rows
+        return self.transform(sample) if self.transform else sample
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+class EpochSampler(Sampler[int]):
+    """The indices gradlab's in-memory batches take, for a DataLoader: EpochShuffle's permutation of
+    (seed, epoch), so both loaders give the same batches in the same order (and Lightning's
+    `set_epoch` reaches it). `whole`: one batch of all rows, kept in file order, as TensorBatches keeps it."""
+
+    def __init__(self, order: EpochShuffle, whole: bool = False):
+        self.order, self.whole = order, whole
+
+    def set_epoch(self, epoch: int) -> None:
+        self.order.set_epoch(epoch)
+
+    def __iter__(self):
+        indices = None if self.whole else self.order.indices()
+        return iter(range(len(self.order)) if indices is None else indices.tolist())
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
+class ToTensor:
+    """Lesson 10's ToTensor: a sample's inputs and targets as tensors (they already are, once stored)."""
+
+    def __call__(self, sample):
+        inputs, targets = sample
+        return torch.as_tensor(inputs), torch.as_tensor(targets)
+
+
+class MulTransform:
+    """Lesson 10's MulTransform: the inputs times `factor`, as a new tensor. The lesson's `inputs *=
+    factor` writes into the row it was given, which torch.from_numpy shares with the dataset: every
+    read of a row would multiply it again (a test holds that this one does not)."""
+
+    def __init__(self, factor: float):
+        self.factor = factor
+
+    def __call__(self, sample):
+        inputs, targets = sample
+        return inputs * self.factor, targets
+
+
+TRANSFORM_SPEC = r"^(?:ToTensor|MulTransform\((?P<factor>[-+0-9.eE]+)\)|(?P<path>[A-Za-z_][\w.]*\.[A-Za-z_]\w*))$"
+
+
+class Compose:
+    """The transforms named by `specs`, applied in order (torchvision's Compose is this loop):
+    "ToTensor", "MulTransform(4)", or the dotted path of your own callable class (built without
+    arguments), e.g. "my_transforms.Flip"."""
+
+    def __init__(self, specs: list[str]):
+        self.specs = list(specs)
+        self.steps = [self._build(spec) for spec in self.specs]
+
+    def __call__(self, sample):
+        for step in self.steps:
+            sample = step(sample)
+        return sample
+
+    @staticmethod
+    def _build(spec: str) -> Callable:
+        import importlib
+        import re
+
+        match = re.match(TRANSFORM_SPEC, spec)
+        if match is None:
+            raise DataError(f"data.transforms: {spec!r} is not a transform; allowed: ToTensor, MulTransform(F) "
+                            "(a number F), or the dotted path of a callable class, e.g. my_transforms.Flip")
+        if match.group("factor"):
+            return MulTransform(float(match.group("factor")))
+        if match.group("path"):
+            module, _, name = spec.rpartition(".")
+            try:
+                return getattr(importlib.import_module(module), name)()
+            except Exception as e:
+                raise DataError(f"data.transforms: {spec!r} cannot be built ({type(e).__name__}: {e}); give "
+                                "an importable class that takes no arguments") from None
+        return ToTensor()
+
+
 class TensorDataModule(L.LightningDataModule):
     """Splits (X, y) into train/val/test tensors, standardises X with the training split's statistics
     if asked, and serves them as TensorBatches.
@@ -102,8 +205,11 @@ class TensorDataModule(L.LightningDataModule):
         standardize: bool = False,
         seed: int = 42,
         split: str = "seeded",
+        loader: str = "memory",
+        transforms: list[str] | None = None,
     ):
         super().__init__()
+        self.loader, self.transforms = loader, list(transforms or [])
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.batch_size, self.shuffle = batch_size, shuffle
         self.standardize, self.seed, self.split = standardize, seed, split
@@ -134,15 +240,14 @@ class TensorDataModule(L.LightningDataModule):
         x, y = np.asarray(x), np.asarray(y)
         x = x.reshape(len(x), -1)  # (N, F)
         rows = self.split_rows(len(x))
-        if self.standardize:
-            mean, std = standardization(x, rows["train"])
+        mean, std = self.scaling(x, rows["train"])
+        if mean is not None:
             self.x_mean, self.x_std = mean.tolist(), std.tolist()
-        else:
-            mean, std = None, None
         self.splits = {name: (features(x, r, mean, std), self.targets(y[r])) for name, r in rows.items()}
         for name in ("val", "test"):
             if len(rows[name]) == 0:
                 self.splits[name] = self.splits["train"]
+        self.try_transforms()
 
     def split_rows(self, n: int) -> dict[str, np.ndarray]:
         """Row numbers of the val, test and train splits of n rows."""
@@ -172,6 +277,11 @@ class TensorDataModule(L.LightningDataModule):
                 )
         return parts
 
+    def scaling(self, x: np.ndarray, train: np.ndarray) -> tuple[Tensor, Tensor] | tuple[None, None]:
+        """The (mean, std) each feature is scaled by, (x - mean) / std, stored in checkpoints so
+        predict.py takes raw values; (None, None): none. The training rows' statistics if asked."""
+        return standardization(x, train) if self.standardize else (None, None)
+
     def transform(self, x: Tensor) -> Tensor:
         """Raw features as the model sees them (standardised with the train split's statistics)."""
         if self.x_mean is None:
@@ -200,23 +310,47 @@ class TensorDataModule(L.LightningDataModule):
         self.saved_fingerprint = state.get("test_fingerprint")
         self.saved_fingerprints = state.get("fingerprints")  # None in checkpoints before it was recorded
 
-    def _loader(self, split: str, shuffle: bool) -> TensorBatches:
+    def _loader(self, split: str, shuffle: bool) -> TensorBatches | DataLoader:
         x, y = self.splits[split]
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        sampler = EpochShuffle(len(x), shuffle, self.seed, rank, world)
-        return TensorBatches(x, y, self.batch_size, sampler)
+        order = EpochShuffle(len(x), shuffle, self.seed, rank, world)
+        if self.loader == "dataloader":  # lesson 09: a Dataset, a sampler, a DataLoader collating samples
+            batch_size = self.batch_size or len(order)
+            transform = Compose(self.transforms) if self.transforms else None
+            return DataLoader(SplitDataset(x, y, transform), batch_size=batch_size,
+                              sampler=EpochSampler(order, whole=batch_size >= len(x) and world == 1))
+        return TensorBatches(x, y, self.batch_size, order)
 
-    def train_dataloader(self) -> TensorBatches:
+    def train_dataloader(self) -> TensorBatches | DataLoader:
         return self._loader("train", self.shuffle)
 
-    def val_dataloader(self) -> TensorBatches:
+    def val_dataloader(self) -> TensorBatches | DataLoader:
         return self._loader("val", False)
 
-    def test_dataloader(self) -> TensorBatches:
+    def test_dataloader(self) -> TensorBatches | DataLoader:
         return self._loader("test", False)
 
-    def predict_dataloader(self) -> TensorBatches:
+    def predict_dataloader(self) -> TensorBatches | DataLoader:
         return self._loader("test", False)
+
+    def try_transforms(self) -> None:
+        """Each transform on the first training sample, so one that fails does before any run exists."""
+        if self.loader != "dataloader" or not self.transforms:
+            return
+        x, y = self.splits["train"]
+        sample = (x[0], y[0])
+        for spec, step in zip(self.transforms, Compose(self.transforms).steps):
+            try:
+                sample = step(sample)
+                inputs = sample[0]
+            except Exception as e:
+                raise DataError(f"data.transforms: {spec} fails on the first training sample ({type(e).__name__}: "
+                                f"{e}); fix it or drop it from data.transforms={self.transforms}") from None
+            fits = isinstance(inputs, Tensor) and inputs.shape == x[0].shape
+            if not (fits and bool(torch.isfinite(inputs).all())):
+                raise DataError(f"data.transforms: {spec} gives {inputs!r} as the first training sample's inputs, "
+                                f"not a finite tensor of shape {tuple(x[0].shape)} as the model takes; fix it or "
+                                f"drop it from data.transforms={self.transforms}")
 
 
 CHUNK = 65_536  # rows converted at a time: a large dataset is never copied whole in float64
@@ -265,8 +399,10 @@ def input_rows(values, n_features: int, key: str) -> Tensor:
 class ToyDataModule(TensorDataModule):
     """The journal's toy data: X = [1, 2, 3, 4], Y = 2X, all of it used for training."""
 
-    def __init__(self, batch_size: int | None = None, shuffle: bool = False, seed: int = 42):
-        super().__init__(0.0, 0.0, batch_size, shuffle, standardize=False, seed=seed)
+    def __init__(self, batch_size: int | None = None, shuffle: bool = False, seed: int = 42,
+                 loader: str = "memory", transforms: list[str] | None = None):
+        super().__init__(0.0, 0.0, batch_size, shuffle, standardize=False, seed=seed, loader=loader,
+                         transforms=transforms)
         self.save_hyperparameters(logger=False)  # stored in checkpoints: eval rebuilds the data
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
@@ -289,8 +425,11 @@ class RegressionDataModule(TensorDataModule):
         shuffle: bool = True,
         standardize: bool = False,
         seed: int = 42,
+        loader: str = "memory",
+        transforms: list[str] | None = None,
     ):
-        super().__init__(val_fraction, test_fraction, batch_size, shuffle, standardize, seed)
+        super().__init__(val_fraction, test_fraction, batch_size, shuffle, standardize, seed,
+                         loader=loader, transforms=transforms)
         self.n_samples, self.n_feat = n_samples, n_features
         self.noise, self.random_state = noise, random_state
         self.save_hyperparameters(logger=False)
@@ -313,8 +452,11 @@ class DiabetesDataModule(TensorDataModule):
         shuffle: bool = True,
         standardize: bool = True,
         seed: int = 42,
+        loader: str = "memory",
+        transforms: list[str] | None = None,
     ):
-        super().__init__(val_fraction, test_fraction, batch_size, shuffle, standardize, seed)
+        super().__init__(val_fraction, test_fraction, batch_size, shuffle, standardize, seed,
+                         loader=loader, transforms=transforms)
         self.save_hyperparameters(logger=False)
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
@@ -338,8 +480,11 @@ class CsvDataModule(TensorDataModule):
         shuffle: bool = True,
         standardize: bool = False,
         seed: int = 42,
+        loader: str = "memory",
+        transforms: list[str] | None = None,
     ):
-        super().__init__(val_fraction, test_fraction, batch_size, shuffle, standardize, seed)
+        super().__init__(val_fraction, test_fraction, batch_size, shuffle, standardize, seed,
+                         loader=loader, transforms=transforms)
         self.path, self.target = path, target
         self.features = list(features) if features is not None else None
         self.feature_names: list[str] | None = None  # the columns the model takes, in its order
@@ -383,8 +528,11 @@ class ClassificationDataModule(TensorDataModule):
         shuffle: bool = True,
         standardize: bool = True,
         seed: int = 42,
+        loader: str = "memory",
+        transforms: list[str] | None = None,
     ):
-        super().__init__(val_fraction, test_fraction, batch_size, shuffle, standardize, seed, split)
+        super().__init__(val_fraction, test_fraction, batch_size, shuffle, standardize, seed, split,
+                         loader=loader, transforms=transforms)
         self.labels = labels
         self.classes: list | None = None
         self.feature_names: list[str] | None = None
@@ -419,20 +567,22 @@ class ClassificationDataModule(TensorDataModule):
 
 
 class BundledClassesDataModule(ClassificationDataModule):
-    """One of sklearn's bundled classification datasets (offline), named by `loader`."""
+    """One of sklearn's bundled classification datasets (offline), named by `sklearn_loader`."""
 
-    loader: str  # the sklearn.datasets function that loads it
+    sklearn_loader: str  # the sklearn.datasets function that loads it
 
     def __init__(self, labels: str = "index", split: str = "seeded", val_fraction: float = 0.1,
                  test_fraction: float = 0.1, batch_size: int | None = None, shuffle: bool = True,
-                 standardize: bool = True, seed: int = 42):
-        super().__init__(labels, split, val_fraction, test_fraction, batch_size, shuffle, standardize, seed)
+                 standardize: bool = True, seed: int = 42, loader: str = "memory",
+                 transforms: list[str] | None = None):
+        super().__init__(labels, split, val_fraction, test_fraction, batch_size, shuffle, standardize, seed,
+                         loader=loader, transforms=transforms)
         self.save_hyperparameters(logger=False)
 
     def load_classes(self) -> tuple[np.ndarray, np.ndarray, list]:
         from sklearn import datasets
 
-        bunch = getattr(datasets, self.loader)()
+        bunch = getattr(datasets, self.sklearn_loader)()
         self.feature_names = [str(name) for name in bunch.feature_names]  # plain str: weights_only-safe
         return bunch.data, bunch.target, [str(name) for name in bunch.target_names]
 
@@ -441,19 +591,19 @@ class BreastCancerDataModule(BundledClassesDataModule):
     """sklearn's breast-cancer data (569 x 30, 2 classes): the course's lesson 08. Target 0 is
     malignant, 1 benign, as the lesson trains on it."""
 
-    loader = "load_breast_cancer"
+    sklearn_loader = "load_breast_cancer"
 
 
 class WineDataModule(BundledClassesDataModule):
     """sklearn's wine data (178 x 13, 3 classes): the course's wine.csv (lesson 09)."""
 
-    loader = "load_wine"
+    sklearn_loader = "load_wine"
 
 
 class IrisDataModule(BundledClassesDataModule):
     """sklearn's iris data (150 x 4, 3 classes)."""
 
-    loader = "load_iris"
+    sklearn_loader = "load_iris"
 
 
 class LabelledCsvDataModule(ClassificationDataModule):
@@ -472,8 +622,11 @@ class LabelledCsvDataModule(ClassificationDataModule):
         shuffle: bool = True,
         standardize: bool = True,
         seed: int = 42,
+        loader: str = "memory",
+        transforms: list[str] | None = None,
     ):
-        super().__init__(labels, split, val_fraction, test_fraction, batch_size, shuffle, standardize, seed)
+        super().__init__(labels, split, val_fraction, test_fraction, batch_size, shuffle, standardize, seed,
+                         loader=loader, transforms=transforms)
         self.path, self.target = path, target
         self.features = list(features) if features is not None else None
         self.label_column = target
@@ -495,3 +648,34 @@ class LabelledCsvDataModule(ClassificationDataModule):
         x = numeric_columns(self.path, header, numbered, wanted)  # names a non-numeric feature cell
         self.feature_names = list(wanted)
         return (x, *labels_of(self.path, header, numbered, self.target))
+
+
+class DigitsDataModule(BundledClassesDataModule):
+    """sklearn's handwritten digits (1797 images of 8 x 8 pixels, 10 classes, offline): the course's
+    MNIST (lesson 13) at teaching size. Pixels are 0..16 in the file; the model sees them divided by
+    16, so 0..1, as torchvision's ToTensor gives MNIST's pixels to the lesson's network. The factor is
+    stored as the checkpoint's scaling (mean 0, std 16), so predict.py takes raw 0..16 pixel values.
+    Feature names are sklearn's pixel_0_0 ... pixel_7_7 (row, column); `image_shape` is (8, 8), for
+    the pictures: the network sees 64 inputs.
+    """
+
+    sklearn_loader = "load_digits"
+    image_shape = (8, 8)
+    PIXEL_MAX = 16.0  # load_digits' brightest pixel
+
+    def __init__(self, labels: str = "index", split: str = "train_test_split", val_fraction: float = 0.0,
+                 test_fraction: float = 0.2, batch_size: int | None = 100, shuffle: bool = True,
+                 standardize: bool = False, seed: int = 1234, loader: str = "memory",
+                 transforms: list[str] | None = None):
+        super().__init__(labels, split, val_fraction, test_fraction, batch_size, shuffle, standardize, seed,
+                         loader=loader, transforms=transforms)
+
+    def scaling(self, x: np.ndarray, train: np.ndarray) -> tuple[Tensor, Tensor]:
+        if self.standardize:  # per pixel, as the other datasets: a pixel always 0 in training keeps std 1
+            return standardization(x, train)
+        width = x.shape[1]
+        return torch.zeros(width, dtype=torch.float64), torch.full((width,), self.PIXEL_MAX, dtype=torch.float64)
+
+    def load_classes(self) -> tuple[np.ndarray, np.ndarray, list]:
+        x, index, classes = super().load_classes()
+        return x, index, [str(c) for c in classes]  # "0" ... "9"

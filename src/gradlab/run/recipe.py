@@ -119,14 +119,15 @@ def _data(cfg: DictConfig) -> L.LightningDataModule:
     model_cls, data_cls = get_class(cfg.model._target_), get_class(cfg.data._target_)
     labels = getattr(model_cls, "labels", None)
     takes_labels = "labels" in inspect.signature(data_cls).parameters
-    if labels is not None and not takes_labels:
+    if labels is not None and not takes_labels and not getattr(model_cls, "fits_numbers_too", False):
         raise DataError(f"{model_cls.__name__} tells classes apart, but {data_cls.__name__} holds numeric "
                         "targets; use data=breast_cancer, data=wine, data=iris or data=labelled_csv")
     if labels is None and takes_labels:
         raise DataError(f"{data_cls.__name__} holds classes, but {model_cls.__name__} fits numbers; use "
                         "model=logistic (2 classes) or model=softmax")
     # _convert_="all": plain lists, so checkpoints stay weights_only-safe
-    dm = instantiate(cfg.data, _convert_="all", **({"labels": labels} if labels is not None else {}))
+    given = {"labels": labels} if labels is not None and takes_labels else {}
+    dm = instantiate(cfg.data, _convert_="all", **given)
     dm.setup("fit")
     return dm
 
@@ -134,8 +135,9 @@ def _data(cfg: DictConfig) -> L.LightningDataModule:
 def _model(cfg: DictConfig, dm: L.LightningDataModule) -> L.LightningModule:
     """The model, with what the data decides: its number of features (and of classes, for softmax)."""
     takes_classes = "n_classes" in inspect.signature(get_class(cfg.model._target_)).parameters
-    return instantiate(cfg.model, n_features=dm.n_features, optimizer=instantiate(cfg.optimizer),
-                       **({"n_classes": len(dm.classes)} if takes_classes else {}))
+    classes = getattr(dm, "classes", None)  # none for numeric targets: a model fitting both then fits numbers
+    return instantiate(cfg.model, n_features=dm.n_features, optimizer=instantiate(cfg.optimizer), _convert_="all",
+                       **({"n_classes": len(classes)} if takes_classes and classes is not None else {}))
 
 
 def _run_dir(cfg: DictConfig, model: L.LightningModule, dm) -> RunDir:

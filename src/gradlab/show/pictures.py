@@ -9,6 +9,10 @@
   With two features (e.g. data.features=[a,b]) the decision regions instead; with one, the sigmoid
   along the feature.
 - `confusion`: for classifiers, the test split's confusion matrix at the end, saved as confusion.png.
+- `digits`, `misclassified`: for images (data=digits), the first test images with the predicted and
+  the true class (the lesson shows six), and the test images the model gets wrong.
+- `activations`: for a network (gradlab.lessons.mlp), lesson 12's activation functions and the
+  derivatives its analytic path uses, the network's own drawn boldest.
 - `loss_surface`: for one-weight models (one feature, no bias: the toy lessons), the loss J(w)
   with the path gradient descent took on it, saved as loss_surface.png at the end.
 """
@@ -67,9 +71,15 @@ class FitPlots(L.Callback):
         figures = {"fit": self.fit_figure(trainer, pl_module, trainer.current_epoch, self)}
         if len(self.w_path) > 1:
             figures["loss_surface"] = self.loss_surface_figure(trainer)
+        if hasattr(pl_module, "architecture"):  # a network: its activation among lesson 12's
+            figures["activations"] = activations_figure(pl_module.net.activation)
         if pl_module.task == "classification":
             x, y = trainer.datamodule.splits["test"]
             figures["confusion"] = confusion_figure(confusion(pl_module, x, y), "test split")
+            if getattr(trainer.datamodule, "image_shape", None):  # images: show some, and the mistakes
+                figures["digits"] = images_figure(pl_module, trainer.datamodule, x, y, "test images", wrong=False)
+                figures["misclassified"] = images_figure(pl_module, trainer.datamodule, x, y,
+                                                         "misclassified test images", wrong=True)
         for name, fig in figures.items():
             with atomic_file(out / f"{name}.png", "wb") as f:  # a whole picture or the previous one
                 fig.savefig(f, format="png", dpi=100)
@@ -81,8 +91,8 @@ class FitPlots(L.Callback):
 
     @staticmethod
     def _one_weight(pl_module: L.LightningModule) -> bool:
-        weight, bias = pl_module.coefficients()
-        return weight.numel() == 1 and bias is None
+        coefficients = pl_module.coefficients()  # None: a network with hidden layers
+        return coefficients is not None and coefficients[0].numel() == 1 and coefficients[1] is None
 
     @staticmethod
     def _w(pl_module: L.LightningModule) -> float:
@@ -115,7 +125,13 @@ class FitPlots(L.Callback):
         if x.shape[1] == 1:
             order = x[:, 0].argsort()
             ax.plot(x[:, 0], y[:, 0], "ro", markersize=4, label="training data")
-            ax.plot(x[order, 0], pred[order, 0], "b", label="fitted line")
+            network = pl_module.coefficients() is None
+            label = "the network's fitted curve" if network else "fitted line"
+            ax.plot(x[order, 0], pred[order, 0], "b", label=label)
+            if network:  # a network: the linear model's best line beside its curve
+                a = torch.cat([x.double(), torch.ones(len(x), 1, dtype=torch.float64)], 1)
+                w = torch.linalg.lstsq(a, y.double(), driver="gelsd").solution
+                ax.plot(x[order, 0], (a @ w)[order, 0], "k--", label="linear model (least squares)")
             ax.set_xlabel("x")
             ax.set_ylabel("y")
         else:
@@ -133,7 +149,7 @@ class FitPlots(L.Callback):
                                  (float(y.min()) - pad_y, float(y.max()) + pad_y))
             ax.set_xlim(*plots._limits[0])
             ax.set_ylim(*plots._limits[1])
-        weight, bias = pl_module.coefficients()
+        weight, bias = pl_module.coefficients() or (torch.empty(0), None)  # a network: none to show
         coefs = ""
         if weight.numel() == 1:
             coefs = f", w = {weight.item():.4g}" + (f", b = {bias.item():.4g}" if bias is not None else "")
@@ -172,7 +188,7 @@ def class_figure(trainer: L.Trainer, pl_module: L.LightningModule, epochs_done: 
     names = getattr(trainer.datamodule, "feature_names", None) or [f"x{i + 1}" for i in range(x.shape[1])]
     if x.shape[1] == 2:
         return boundary_figure(pl_module, x, y, names, f"training split after {epochs_done} epochs")
-    if pl_module.net.lin.out_features > 1:
+    if pl_module.hparams.get("n_classes"):  # several outputs, one per class
         return confusion_figure(confusion(pl_module, x, y), f"training split after {epochs_done} epochs")
     plt = _pyplot()
     with torch.no_grad():
@@ -201,7 +217,7 @@ def boundary_figure(pl_module: L.LightningModule, x: torch.Tensor, y: torch.Tens
     u, v = torch.meshgrid(torch.linspace(lo[0], hi[0], 200), torch.linspace(lo[1], hi[1], 200), indexing="xy")
     grid = torch.stack([u.flatten(), v.flatten()], 1)  # (200 * 200, 2)
     regions = pl_module.outputs(grid.to(pl_module.device))["class"].cpu().reshape(u.shape)
-    k = max(pl_module.net.lin.out_features, 2)
+    k = pl_module.hparams.get("n_classes") or 2
     fig, ax = plt.subplots(figsize=(6, 4.5))
     ax.contourf(u, v, regions, levels=torch.arange(k + 1) - 0.5, cmap="tab10", vmin=0, vmax=9, alpha=0.25)
     ax.scatter(x[:, 0], x[:, 1], c=y.reshape(-1), cmap="tab10", vmin=0, vmax=9, s=12, edgecolors="k",
@@ -218,7 +234,7 @@ def confusion(pl_module: L.LightningModule, x: torch.Tensor, y: torch.Tensor) ->
     from torchmetrics.functional.classification import multiclass_confusion_matrix
 
     predicted = pl_module.outputs(x.to(pl_module.device))["class"].cpu()
-    k = max(pl_module.net.lin.out_features, 2)
+    k = pl_module.hparams.get("n_classes") or 2  # logistic regression: 2 classes on one output
     return multiclass_confusion_matrix(predicted, y.reshape(-1).long(), num_classes=k)
 
 
@@ -235,5 +251,51 @@ def confusion_figure(matrix: torch.Tensor, title: str):
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def images_figure(pl_module: L.LightningModule, dm, x: torch.Tensor, y: torch.Tensor, title: str, wrong: bool,
+                  count: int = 6):
+    """The first `count` images of (x, y) (wrong: of those classified wrong), each titled with the
+    predicted and the true class."""
+    plt = _pyplot()
+    predicted = pl_module.outputs(x.to(pl_module.device))["class"].cpu()
+    truth = y.reshape(-1)
+    rows = torch.nonzero(predicted != truth)[:, 0] if wrong else torch.arange(len(x))
+    rows = rows[:count]
+    fig, axes = plt.subplots(1, count, figsize=(1.5 * count, 2.1))  # the lesson shows six
+    for ax in axes.flat:
+        ax.axis("off")
+    raw = x * torch.tensor(dm.x_std) + torch.tensor(dm.x_mean) if dm.x_std is not None else x  # pixels as stored
+    for ax, i in zip(axes.flat, rows.tolist()):
+        ax.imshow(raw[i].reshape(dm.image_shape), cmap="gray_r")
+        p, t = dm.classes[int(predicted[i])], dm.classes[int(truth[i])]
+        ax.set_title(f"{p} (true {t})", fontsize=9, color="k" if p == t else "r")
+    shown = f"{len(rows)} of {int((predicted != truth).sum())}" if wrong else f"first {len(rows)}"
+    fig.suptitle(f"{title}: predicted (true), {shown}", fontsize=10)
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.78, wspace=0.1)  # tight_layout: 5x slower
+    return fig
+
+
+def activations_figure(chosen: str):
+    """Lesson 12: sigmoid, tanh, relu and leaky relu, and their derivatives, on [-4, 4]."""
+    from gradlab.lessons.mlp import ACTIVATIONS, derivative
+
+    plt = _pyplot()
+    z = torch.linspace(-4, 4, 401)
+    fig, (ax, slope) = plt.subplots(1, 2, figsize=(9, 3.8))
+    for name, function in ACTIVATIONS.items():
+        style = {"linewidth": 3 if name == chosen else 1.2, "linestyle": "--" if name == "leaky_relu" else "-",
+                 "label": name + (" (this network's)" if name == chosen else "")}
+        ax.plot(z, function(z), **style)
+        slope.plot(z, derivative(name, z), **style)
+    ax.set_title("activation act(z)")
+    slope.set_title("derivative act'(z), as backprop uses it")
+    for a in (ax, slope):
+        a.axhline(0, color="k", linewidth=0.5)
+        a.axvline(0, color="k", linewidth=0.5)
+        a.set_xlabel("z")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

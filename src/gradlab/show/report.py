@@ -47,12 +47,13 @@ def predictions(when: str, model: L.LightningModule, x: torch.Tensor, shown: lis
 
 def final(model, dm, trainer: L.Trainer, metrics: dict, best: dict | None, run_dir: Path, seconds: float) -> str:
     """The end of a run. `best`: the model's best fit on the training split (None: no finite optimum)."""
-    if model.task == "classification":
+    score = "test/accuracy" if model.task == "classification" else "test/r2"
+    if model.coefficients() is None:  # a hidden layer: no coefficients, no convex optimum
+        lines = _network(model, dm, metrics)
+    elif model.task == "classification":
         lines = _classifier(model, dm, metrics, best)
-        score = "test/accuracy"
     else:
         lines = _regressor(model, metrics, best)
-        score = "test/r2"
     return "\n".join(lines + _ending(trainer, seconds, metrics, score, run_dir))
 
 
@@ -88,6 +89,31 @@ def _classifier(model, dm, metrics: dict, best: dict | None) -> list[str]:
         n_test = len(dm.splits["test"][0])
         lines.append(f"Test accuracy: {metrics['test/accuracy']:.6g} ({round(metrics['test/accuracy'] * n_test)} "
                      f"of {n_test} rows); test F1 {metrics['test/f1']:.6g}")
+    lines.append(f"Final loss (train {model.loss_name}): {metrics['train/final_loss']:.8g}")
+    return lines
+
+
+def _network(model, dm, metrics: dict) -> list[str]:
+    """What a network with hidden layers has instead of coefficients and an optimum: its layers and
+    parameter count, and for classes the lesson's lines: the test accuracy in percent, per class too."""
+    n_params = sum(p.numel() for p in model.parameters())
+    lines = [f"Network: {model.architecture()}, {n_params:,} parameters; no coefficients to show and no",
+             "  optimum to compare with (the loss is not convex in the weights of a hidden layer)"]
+    if model.task == "classification" and "test/accuracy" in metrics:
+        x, y = dm.splits["test"]
+        predicted = model.outputs(x.to(model.device))["class"].cpu()
+        what = "images" if getattr(dm, "image_shape", None) else "rows"
+        percent = 100 * metrics["test/accuracy"]
+        lines.append(f"Accuracy of the network on the {len(x)} test {what}: {percent:.4g} %")
+        classes = getattr(dm, "classes", None) or [str(k) for k in range(int(y.max()) + 1)]
+        per_class = []
+        for k, name in enumerate(classes):
+            rows = y == k
+            if rows.any():
+                per_class.append(f"{name}: {100 * float((predicted[rows] == k).double().mean()):.4g} %")
+        for start in range(0, len(per_class), 5):  # five classes a line, within 80 columns
+            lead = "Accuracy of " if start == 0 else " " * len("Accuracy of ")
+            lines.append(lead + ", ".join(per_class[start:start + 5]))
     lines.append(f"Final loss (train {model.loss_name}): {metrics['train/final_loss']:.8g}")
     return lines
 

@@ -154,8 +154,8 @@ class TrainingCurves(L.Callback):
         loss = _loss_of(outputs)
         if self.best is not None and loss is not None:
             values["train/loss_gap"] = loss.item() - self.best["loss"]
-        weight, bias = pl_module.coefficients()
-        if weight.numel() + (0 if bias is None else bias.numel()) <= self.max_coefficients:
+        weight, bias = pl_module.coefficients() or (None, None)  # None: a network with hidden layers
+        if weight is not None and weight.numel() + (0 if bias is None else bias.numel()) <= self.max_coefficients:
             values |= _named("weights/w", weight) | ({} if bias is None else _named("weights/b", bias))
         if not all(map(math.isfinite, values.values())):
             return  # nothing non-finite reaches TensorBoard; DivergenceGuard stops the run
