@@ -170,7 +170,8 @@ def check_state_fits(ckpt: dict, model: torch.nn.Module, path) -> None:
     n_features = dict(getattr(model, "hparams", {})).get("n_features")
     n_classes = None
     if getattr(model, "task", "") == "classification":
-        n_classes = max(model.coefficients()[0].shape[0], 2)  # logistic: 1 output, 2 classes
+        with torch.no_grad():  # the outputs of one row of zeros: one per class (logistic: 1, for 2 classes)
+            n_classes = max(model(torch.zeros(1, n_features)).shape[-1], 2)
     for name, state in data_states(ckpt).items():
         for key in ("x_mean", "x_std", "feature_names"):
             if n_features is not None and state.get(key) is not None and len(state[key]) != n_features:
