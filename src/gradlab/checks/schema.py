@@ -11,7 +11,6 @@ Why msgspec: it holds types, ranges, literals and unknown-key refusal like pydan
 about 10 ms, against pydantic's 100 ms, a third of what a refused value takes today (README).
 """
 
-from __future__ import annotations
 
 from typing import Annotated, Literal
 
@@ -21,6 +20,8 @@ SEED_MAX = 2**32 - 1  # numpy's (and so Lightning's seed_everything's) limit
 METRICS = ("val/loss", "val/mae", "val/r2", "train/loss")
 
 # --------------------------------------------------------------------------- types a key can have
+# (annotations are real objects, no `from __future__ import annotations`: msgspec then reads them
+# without evaluating strings, which halves the first check)
 
 Seed = Annotated[int, Meta(ge=0, le=SEED_MAX)]
 Count = Annotated[int, Meta(ge=1)]  # an integer >= 1
