@@ -55,12 +55,15 @@ def test_eval_of_the_last_run_reports_the_training_runs_own_test_metrics(trained
     assert "lightning_logs/default/version_0/checkpoints/last.ckpt on its test split (10 rows)" in proc.stdout
 
     reported = json.loads((run_dir / "result.json").read_text())  # the training run's own test stage
-    evaluated = _scalars(run_dir / "eval")  # what eval.py logged, beside the run
+    events = EventAccumulator(str(run_dir), size_guidance={"tensors": 0}).Reload()
+    (entry,) = events.Tensors("run/eval/text_summary")  # a TEXT entry of the run itself
+    logged = entry.tensor_proto.string_val[0].decode()
     for key in METRICS:
-        assert evaluated[key] == pytest.approx(reported[key.replace("/", "_")], rel=1e-7), key
-        assert _printed(proc.stdout, key) == pytest.approx(evaluated[key], rel=1e-7), key
-    step = EventAccumulator(str(run_dir / "eval")).Reload().Scalars("test/loss")[0].step
-    assert step == 30  # the checkpoint's global step: 30 full-batch epochs
+        assert _printed(proc.stdout, key) == pytest.approx(reported[key.replace("/", "_")], rel=1e-7), key
+        assert _printed(logged + "\n", key) == _printed(proc.stdout, key), key
+    assert entry.step == 30  # the checkpoint's global step: 30 full-batch epochs
+    # no scalars and no run folder of its own: nothing that sorts above the training curves
+    assert not (run_dir / "eval").exists() and not any(t.startswith("test/") for t in events.Tags()["scalars"])
 
     # oracle: sklearn's metrics of the checkpoint's weights on the same test split
     from sklearn.datasets import make_regression

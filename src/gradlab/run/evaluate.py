@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning.pytorch as L
-from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 
 from gradlab.checks.checkpoint import BadCheckpoint, load_checkpoint
@@ -24,6 +23,7 @@ from gradlab.lessons.csvfile import DataError
 from gradlab.lessons.data import TensorDataModule
 from gradlab.run import rundirs
 from gradlab.run.checkpoints import DEFAULT_MODEL, MODEL_CLASS, moved, restore_model
+from gradlab.show import tensorboard
 
 # the answer is one line: no GPU/TPU notices or tips from Lightning around it
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
@@ -91,16 +91,13 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
                         enable_progress_bar=False, enable_model_summary=False)
     metrics = {k: float(v) for k, v in trainer.test(restored.model, datamodule=dm, verbose=False)[0].items()}
 
-    log_dir = (rundirs.run_dir_of(path) or path.parent) / "eval"
-    logger = TensorBoardLogger(str(log_dir.parent), name=log_dir.name, version="", default_hp_metric=False)
-    logger.log_metrics(metrics, step=restored.step)  # at the checkpoint's step, beside its training curves
-    logger.finalize("success")
-
     n_test = len(dm.splits["test"][0])
     loss_name = getattr(restored.model, "loss_name", "")
     shown = ", ".join(f"{k}{f' ({loss_name})' if k == 'test/loss' else ''} {v:.8g}" for k, v in metrics.items())
-    print(f"gradlab: {path} on its test split ({n_test} rows): {shown}\n"
-          f"gradlab: logged to {log_dir} (tensorboard --logdir {log_dir})")
+    text = f"gradlab: {path} on its test split ({n_test} rows): {shown}"
+    run_dir = rundirs.run_dir_of(path) or path.parent
+    tensorboard.write_evaluation(str(run_dir), text, restored.step)  # TEXT tab, at the checkpoint's step
+    print(f"{text}\ngradlab: logged to TensorBoard's TEXT tab of the run {run_dir} (run/eval)")
     return metrics
 
 

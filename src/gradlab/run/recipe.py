@@ -99,11 +99,12 @@ def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> R
     fit_metrics = {**_metrics(trainer), "train/final_loss": _train_loss(model, dm)}
     metrics = {**fit_metrics, **_test(trainer, model, dm)}
     say(report.predictions("after training", model, dm.transform(queries), shown))
-    text = report.final(model, dm, trainer, metrics, _best_fit(model, dm, trainer), run.path,
-                        time.perf_counter() - started)
+    best, seconds = _best_fit(model, dm, trainer), time.perf_counter() - started
+    text = report.final(model, dm, trainer, metrics, best, run.path, seconds)
     say(text)
     tensorboard.summarize(trainer, cfg, "FINISHED", text, fit_metrics)
-    _result(run.path, "finished", metrics)
+    _result(run.path, "finished", metrics, epochs=trainer.current_epoch, seconds=round(seconds, 3),
+            best_fit_loss=best["loss"] if best is not None else None)
     return RunResult(run.path, "finished", metrics)
 
 
@@ -202,7 +203,7 @@ def _interrupted(trainer: L.Trainer, cfg: DictConfig, run: RunDir, signum: int) 
                f"  {resume.continue_command(run.path)}")
     say(message)
     tensorboard.summarize(trainer, cfg, "INTERRUPTED", message, _metrics(trainer))
-    _result(run.path, "interrupted", _metrics(trainer))
+    _result(run.path, "interrupted", _metrics(trainer), epochs=trainer.current_epoch)
     return RunResult(run.path, "interrupted", _metrics(trainer), signum)
 
 
@@ -301,11 +302,15 @@ def _best_fit(model, dm, trainer: L.Trainer) -> dict | None:
 
 
 @rank_zero_only
-def _result(run_dir: Path, status: str, metrics: dict) -> None:
-    """result.json: what a sweep's summary reads of this run."""
+def _result(run_dir: Path, status: str, metrics: dict, **extra) -> None:
+    """result.json: what a sweep's summary and compare.py read of this run."""
+    in_sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     rundirs.write_result(run_dir, {
         "status": status,
         "overrides": _overrides_text(),
+        "ended": time.strftime("%Y-%m-%d %H:%M:%S"),
+        **({"job_num": HydraConfig.get().job.num} if in_sweep else {}),
+        **extra,
         "train_loss": metrics.get("train/final_loss"),
         "val_loss": metrics.get("val/loss", float("inf") if status == "diverged" else None),
         **{k.replace("/", "_"): v for k, v in metrics.items() if k.startswith("test/")},
