@@ -32,7 +32,8 @@ def check(cfg: DictConfig) -> None:
 
     plain = _plain(cfg)
     plain = dict(sorted(plain.items(), key=lambda item: isinstance(item[1], dict)))  # seed=-1 before data.seed
-    kind = schema.TrainRun if "trainer" in plain else schema.EvalRun if "data_path" in plain else schema.PredictRun
+    kind = (schema.TrainRun if "trainer" in plain else schema.EvalRun if "data_path" in plain
+            else schema.CompareRuns if "sort" in plain else schema.PredictRun)
     try:
         msgspec.convert(plain, kind)
     except msgspec.ValidationError as e:

@@ -298,3 +298,16 @@ class PredictRun(Where):
     input: Text | None = None
     output: Annotated[str, Meta(pattern=r"\S", description="the path of the CSV file to write")
                       ] = "predictions.csv"
+
+
+class CompareRuns(Struct, kw_only=True, forbid_unknown_fields=True):
+    """conf/compare.yaml."""
+
+    root_dir: Annotated[str, Meta(pattern=r"\S", description="a non-empty directory path (relative to where "
+                                                             "you run the script)")] = "lightning_logs"
+    name: Name | None = None
+    experiment: Name | None = None
+    sweep: Text | None = None
+    sort: Annotated[str, Meta(pattern=r"\S", description="a column of the table, e.g. val/loss")] | None = None
+    top: Annotated[int, Meta(ge=1)] | None = None
+    output: Annotated[str, Meta(pattern=r"\S", description="the path of the CSV file to write")] | None = None

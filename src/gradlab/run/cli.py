@@ -95,6 +95,24 @@ def run(job: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         raise
 
 
+def key_values(config_name: str, args: list[str]) -> DictConfig:
+    """conf/<config_name>.yaml with `key=value` arguments merged on, for a script that is not a Hydra
+    app (compare.py: its `experiment=` is a filter, where Hydra would load the experiment group).
+    An argument that is not key=value, or a key the YAML has not, exits 2 naming it."""
+    from omegaconf import OmegaConf
+
+    base = OmegaConf.load(Path(__file__).resolve().parents[3] / "conf" / f"{config_name}.yaml")
+    for arg in args:
+        key = arg.split("=", 1)[0]
+        if "=" not in arg or key not in base:
+            fail(f"bad argument {arg!r}: give key=value with a key of conf/{config_name}.yaml "
+                 f"({', '.join(base)}). Nothing was run or written.", 2)
+    try:
+        return OmegaConf.merge(base, OmegaConf.from_dotlist(args))
+    except Exception as e:  # omegaconf's parse errors: a value it cannot read
+        fail(f"bad argument: {' '.join(str(e).split())}. Nothing was run or written.", 2)
+
+
 _CANNOT_WRITE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG,
                  errno.ENOTDIR, errno.EEXIST, errno.EISDIR}
 
