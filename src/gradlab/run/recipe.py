@@ -87,6 +87,7 @@ def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> R
     trainer = _trainer(cfg, run, board, stopper)
     shown = _shown_inputs(cfg.predict_x)
     say(report.start(_overrides_text(), model, trainer))
+    first_epoch = resume.continuing(model, run.ckpt_path, run.path, run.is_new) if run.ckpt_path else 0
     say(report.predictions("before training", model, dm.transform(queries), shown))
 
     _fit(trainer, model, dm, run, cfg, stopper)
@@ -100,7 +101,7 @@ def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> R
     metrics = {**fit_metrics, **_test(trainer, model, dm)}
     say(report.predictions("after training", model, dm.transform(queries), shown))
     best, seconds = _best_fit(model, dm, trainer), time.perf_counter() - started
-    text = report.final(model, dm, trainer, metrics, best, run.path, seconds)
+    text = report.final(model, dm, trainer, metrics, best, run.path, seconds, first_epoch)
     say(text)
     tensorboard.summarize(trainer, cfg, "FINISHED", text, fit_metrics)
     _result(run.path, "finished", metrics, epochs=trainer.current_epoch, seconds=round(seconds, 3),

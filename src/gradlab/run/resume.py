@@ -116,6 +116,32 @@ def record(run_dir: Path, ckpt_path: Path | None, is_new: bool, cfg: DictConfig)
         write_text(Path(run_dir) / "config.yaml", OmegaConf.to_yaml(cfg))
 
 
+def continuing(model: L.LightningModule, ckpt_path: Path, run_dir: Path, is_new: bool) -> int:
+    """Puts the checkpoint's weights into `model` now, so the predictions "before training" are the
+    restored model's (Lightning would restore them only inside fit), says what this run continues,
+    and returns the epochs the checkpoint had completed."""
+    from gradlab.checks.checkpoint import load_checkpoint
+    from gradlab.show.report import say
+
+    ckpt = load_checkpoint(ckpt_path)
+    model.load_state_dict(ckpt["state_dict"])
+    done = epochs_done(ckpt)
+    if is_new:
+        say(f"gradlab: a new run from the weights of epoch {done} of\n  {ckpt_path}")
+    else:
+        inside = Path(ckpt_path).parent.parent == Path(run_dir)
+        say(f"gradlab: continuing {run_dir} from epoch {done}\n  (checkpoint "
+            f"{Path(ckpt_path).relative_to(run_dir) if inside else ckpt_path})")  # each line within 80 columns
+    return done
+
+
+def epochs_done(ckpt: dict) -> int:
+    """The epochs a checkpoint had completed: its fit loop's count (a checkpoint saved at the end of an
+    epoch by a callback records that epoch's index as `epoch`, one less), else `epoch`."""
+    completed = (ckpt.get("loops") or {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+    return int(completed.get("completed", ckpt.get("epoch", 0)))
+
+
 def continue_command(run_dir: Path) -> str:
     """The command that continues this run, shell-quoted so that it works when pasted. A sweep job
     is continued by its checkpoint (resume=true looks for version_<N> runs, not sweep jobs)."""
