@@ -280,6 +280,9 @@ class TrainRun(Where, kw_only=True):
     predict_x: Inputs = 5.0
     resume: bool = False
     print_config: bool = False
+    threads: Annotated[Literal["auto"] | Annotated[int, Meta(ge=1)], Meta(
+        description="'auto' (1 torch thread for a small model, torch's choice for a large one) or an "
+                    "integer >= 1")] = "auto"
 
 
 class EvalRun(Where):

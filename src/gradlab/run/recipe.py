@@ -25,7 +25,7 @@ from gradlab.checks.checkpoint import check_fits, load_checkpoint
 from gradlab.checks.config import check
 from gradlab.lessons.csvfile import DataError
 from gradlab.lessons.data import input_rows
-from gradlab.run import resume, rundirs
+from gradlab.run import resume, rundirs, threads
 from gradlab.run.checkpoints import (
     AtomicCheckpointIO,
     FlushLogsAtCheckpoint,
@@ -79,6 +79,7 @@ def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> R
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     started = time.perf_counter()
     dm = datamodule or _data(cfg)  # bad data fails here, before any run directory exists
+    threads.apply(cfg.get("threads", "auto"), _batch_numbers(dm), _distributed(cfg))
     queries = input_rows(_plain(cfg.predict_x), dm.n_features, "predict_x")  # so does a bad predict_x
     model = _model(cfg, dm)
     run = _run_dir(cfg, model)  # a checkpoint that does not fit, or names paths elsewhere, fails here
@@ -277,6 +278,21 @@ def _shown_inputs(predict_x) -> list[str]:
     values = _plain(predict_x)
     values = values if isinstance(values, list) else [values]
     return [str(v) if isinstance(v, list) else f"{v:g}" for v in values]
+
+
+def _batch_numbers(dm) -> int:
+    """Numbers in one training batch (rows x features): the work a step splits across threads."""
+    x = dm.splits["train"][0] if getattr(dm, "splits", None) else None
+    if x is None:
+        return 0
+    rows = getattr(dm, "batch_size", None) or len(x)
+    return min(rows, len(x)) * (x[0].numel() if len(x) else 0)
+
+
+def _distributed(cfg: DictConfig) -> bool:
+    """DDP or several nodes: Lightning divides the cores between the processes itself."""
+    strategy = str(cfg.trainer.get("strategy", "auto"))
+    return "ddp" in strategy or int(cfg.trainer.get("num_nodes", 1) or 1) > 1 or "LOCAL_RANK" in os.environ
 
 
 def _metrics(trainer: L.Trainer) -> dict[str, float]:

@@ -22,7 +22,7 @@ from gradlab.run import rundirs
 
 # keys (fnmatch patterns on the dotted path) a resume may change; everything else must match:
 # where the run is and what to show, then how it goes on training
-WHERE_AND_WHAT_TO_SHOW = ("resume", "ckpt_path", "print_config", "predict_x", "root_dir", "name")
+WHERE_AND_WHAT_TO_SHOW = ("resume", "ckpt_path", "print_config", "predict_x", "root_dir", "name", "threads")
 HOW_IT_GOES_ON = (
     "trainer.max_epochs", "trainer.max_steps", "trainer.min_epochs", "trainer.log_every_n_steps",
     "trainer.check_val_every_n_epoch", "trainer.enable_progress_bar", "trainer.enable_model_summary",

@@ -24,7 +24,8 @@ from gradlab.run.files import atomic_file
 from gradlab.run.rundirs import RESULT
 
 # config keys that say where a run went or how it printed, not what it trained: never a column
-NOT_SETTINGS = ("root_dir", "name", "print_config", "resume", "ckpt_path", "predict_x", "logger", "callbacks")
+NOT_SETTINGS = ("root_dir", "name", "print_config", "resume", "ckpt_path", "predict_x", "threads", "logger",
+                "callbacks")
 # result.json's numbers, as the columns show them
 METRICS = {"train_loss": "train/loss", "val_loss": "val/loss", "test_loss": "test/loss", "test_r2": "test/r2",
            "test_accuracy": "test/accuracy", "test_mae": "test/mae", "test_f1": "test/f1"}

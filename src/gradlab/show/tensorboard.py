@@ -25,7 +25,8 @@ from torch import Tensor
 # Always in HParams, next to what the command line changed: what a reader compares runs by.
 FIXED = ("experiment", "data", "model", "model.optimization", "optimizer", "optimizer.lr",
          "trainer.max_epochs", "data.batch_size")
-NOT_HPARAMS = ("root_dir", "name", "print_config", "resume", "ckpt_path", "predict_x", "hydra.", "callbacks.")
+NOT_HPARAMS = ("root_dir", "name", "print_config", "resume", "ckpt_path", "predict_x", "threads", "hydra.",
+               "callbacks.")
 MAX_HPARAMS = 15  # HParams shows every key as a column; past this a row no longer fits a screen
 
 
