@@ -92,6 +92,9 @@ def test_eval_without_a_run_says_what_to_do(tmp_path):
     with pytest.raises(FileNotFoundError, match="ckpt_path=last: no run of 'nothing_yet'.*"
                                                 "python scripts/train.py name=nothing_yet"):
         evaluate(_config("eval", "name=nothing_yet", f"root_dir={tmp_path}"))
+    # a lesson's name: the command that trains the lesson, not the defaults under its name
+    with pytest.raises(FileNotFoundError, match="python scripts/train.py experiment=journal_regression\\)"):
+        evaluate(_config("eval", "name=journal_regression", f"root_dir={tmp_path}"))
 
 
 def test_eval_refuses_a_checkpoint_whose_data_file_has_changed(tmp_path):

@@ -47,9 +47,11 @@ def find_checkpoint(ckpt_path: str | None, root_dir: str, name: str) -> Path:
         return Path(ckpt_path)
     last = rundirs.last_checkpoint(root_dir, name)
     if last is None:
+        lesson = (Path(__file__).resolve().parents[3] / "conf" / "experiment" / f"{name}.yaml").is_file()
+        how = f"experiment={name}" if lesson else f"name={name}"  # name=<a lesson> alone trains the defaults
         raise FileNotFoundError(
             f"ckpt_path=last: no run of {name!r} with a checkpoint under {root_dir}/{name}/; train one "
-            f"first (python scripts/train.py name={name}), pick another name=..., or give ckpt_path=PATH"
+            f"first (python scripts/train.py {how}), pick another name=..., or give ckpt_path=PATH"
         )
     return last
 

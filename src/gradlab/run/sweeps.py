@@ -140,6 +140,12 @@ class SweepSummary(Callback):
     wrong answer. Such a job is named in a note instead.
     """
 
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        if not sys.stderr.isatty():
+            # Optuna colours its log lines whatever the stream (colorlog without a stream); piped to a
+            # file they would be escape codes. NO_COLOR is the convention colorlog honours.
+            os.environ.setdefault("NO_COLOR", "1")
+
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep = Path(str(config.hydra.sweep.dir))
         rows = _rows(sweep)
