@@ -11,7 +11,7 @@ from gradlab.run import threads
 
 @pytest.mark.parametrize(("setting", "numbers", "distributed", "env", "expected"), [
     ("auto", 80, False, {}, 1),  # the journal: 80 rows x 1 feature
-    ("auto", 10_000_000, False, {}, threads.TORCH_DEFAULT),
+    ("auto", 100_000_000, False, {}, threads.TORCH_DEFAULT),
     ("auto", 80, True, {}, None),  # DDP: Lightning divides the cores between its processes
     ("auto", 80, False, {"OMP_NUM_THREADS": "3"}, None),  # the user's own setting
     (2, 80, False, {}, 2),

@@ -65,17 +65,18 @@ def hparams(cfg: DictConfig, choices: Mapping[str, str], overrides: list[str]) -
     """The HParams row of a run: `args`, the fixed keys, then each key the command line set, as
     TensorBoard shows them well (class names short, true/false and null as words, lists as text).
 
-    `args` is what the command line changed (`optimizer.lr=0.001 trainer.max_epochs=200`, floats
-    to 6 digits). TensorBoard ticks the first 5 columns whose values differ between the runs, by
+    `args` is what the command line changed, as a sweep job's folder names it (`lr=0.001
+    max_epochs=200`: keys by their last part, floats to 6 digits). TensorBoard ticks the first 5 columns whose values differ between the runs, by
     name; across a folder of many lessons `data`, `experiment`, `model`, ... all differ and would
     take those places, but `args` sorts before any config key, so what a sweep varied is always
     ticked, with the swept key's own column (`optimizer.lr`) beside it for sorting and plots.
     """
     from gradlab.run.sweeps import short_value  # light: no torch
 
-    said = [o for o in overrides if not o.lstrip("+~").startswith(NOT_HPARAMS)]
-    row: dict[str, Any] = {"args": " ".join(f"{k}={short_value(v)}" if "=" in o else o
-                                            for o in said for k, _, v in [o.partition("=")]) or "defaults"}
+    said = [o.partition("=") for o in overrides if not o.lstrip("+~").startswith(NOT_HPARAMS)]
+    last = [k.rsplit(".", 1)[-1] for k, _, _ in said]  # short as in a sweep job's folder name: lr=0.001
+    row: dict[str, Any] = {"args": " ".join(f"{short if last.count(short) == 1 else k}={short_value(v)}"
+                                            for (k, _, v), short in zip(said, last)) or "defaults"}
     keys = [k for k in FIXED if k in choices or OmegaConf.select(cfg, k, default="__absent__") != "__absent__"]
     for override in overrides:
         key = override.split("=", 1)[0].lstrip("+~")
