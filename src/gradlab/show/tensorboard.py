@@ -66,10 +66,11 @@ def hparams(cfg: DictConfig, choices: Mapping[str, str], overrides: list[str]) -
     TensorBoard shows them well (class names short, true/false and null as words, lists as text).
 
     `args` is what the command line changed, as a sweep job's folder names it (`lr=0.001
-    max_epochs=200`: keys by their last part, floats to 6 digits). TensorBoard ticks the first 5 columns whose values differ between the runs, by
-    name; across a folder of many lessons `data`, `experiment`, `model`, ... all differ and would
-    take those places, but `args` sorts before any config key, so what a sweep varied is always
-    ticked, with the swept key's own column (`optimizer.lr`) beside it for sorting and plots.
+    max_epochs=200`: keys by their last part, floats to 6 digits). TensorBoard ticks the first 5
+    columns whose values differ between the runs, by name; across a folder of many lessons `data`,
+    `experiment`, `model`, ... all differ and would take those places, but `args` sorts before any
+    config key, so what a sweep varied is always ticked, with the swept key's own column
+    (`optimizer.lr`) beside it for sorting and plots.
     """
     from gradlab.run.sweeps import short_value  # light: no torch
 
