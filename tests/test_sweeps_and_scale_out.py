@@ -81,7 +81,7 @@ def test_readmes_first_sweep_runs_one_job_per_value_and_names_a_converged_one_be
     assert [row["converged"] for row in table] == ["no", "yes", "yes"]
     best = 1 + int(val_losses[2] < val_losses[1])
     assert [row["best"] for row in table] == ["yes" if i == best else "" for i in range(3)]
-    assert f"gradlab: best by val/loss among converged jobs: {jobs[best]}\n" in proc.stdout
+    assert f"gradlab: best by val/loss among converged jobs:\n  {jobs[best]}: val/loss" in proc.stdout
     assert "gradlab: note: lr=0.001 has a lower val/loss" in proc.stdout
     summary = proc.stdout[proc.stdout.index("gradlab: sweep "):]
     assert all(len(line) <= 80 for line in summary.splitlines())

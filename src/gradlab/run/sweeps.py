@@ -163,14 +163,14 @@ class SweepSummary(Callback):
         print(f"gradlab: sweep {sweep} (optimum: the best fit's train loss)")
         print("\n".join("  " + line.rstrip() for line in lines))
         if best is not None:
-            print(f"gradlab: best by val/loss among converged jobs: {best['job']}\n"
-                  f"  val/loss {_formatted(best['val_loss'])}, train loss {_formatted(best.get('train_loss'))}")
+            print(f"gradlab: best by val/loss among converged jobs:\n  {_cut(best['job'], 76)}: "
+                  f"val/loss {_formatted(best['val_loss'])}, train loss {_formatted(best.get('train_loss'))}")
         else:
             print("gradlab: no job converged (train loss within 1% of the optimum): train longer "
                   "(trainer.max_epochs) before comparing val/loss")
         if fastest is not None:
-            print(f"gradlab: note: {fastest['job']} has a lower val/loss ({_formatted(fastest['val_loss'])}) but "
-                  "has not converged;\n  on a small validation split that is chance (README, \"Sweeps\")")
+            print(f"gradlab: note: {_cut(fastest['job'], 40)} has a lower val/loss ({_formatted(fastest['val_loss'])})"
+                  " but has not converged;\n  on a small validation split that is chance (README, \"Sweeps\")")
         out = sweep / "sweep_summary.csv"
         with atomic_file(out, "w", newline="") as f:
             writer = csv.writer(f)
