@@ -169,8 +169,9 @@ class SweepSummary(Callback):
             print("gradlab: no job converged (train loss within 1% of the optimum): train longer "
                   "(trainer.max_epochs) before comparing val/loss")
         if fastest is not None:
-            print(f"gradlab: note: {_cut(fastest['job'], 40)} has a lower val/loss ({_formatted(fastest['val_loss'])})"
-                  " but has not converged;\n  on a small validation split that is chance (README, \"Sweeps\")")
+            lower = _formatted(fastest["val_loss"])
+            print(f"gradlab: note: {_cut(fastest['job'], 40)} has a lower val/loss ({lower}) but has not "
+                  "converged;\n  on a small validation split that is chance (README, \"Sweeps\")")
         out = sweep / "sweep_summary.csv"
         with atomic_file(out, "w", newline="") as f:
             writer = csv.writer(f)
