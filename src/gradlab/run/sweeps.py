@@ -170,8 +170,8 @@ class SweepSummary(Callback):
                   "(trainer.max_epochs) before comparing val/loss")
         if fastest is not None:
             lower = _formatted(fastest["val_loss"])
-            print(f"gradlab: note: {_cut(fastest['job'], 40)} has a lower val/loss ({lower}) but has not "
-                  "converged;\n  on a small validation split that is chance (README, \"Sweeps\")")
+            print(f"gradlab: note: {_cut(fastest['job'], 30)} has a lower val/loss ({lower})\n  but has not "
+                  "converged: on a small validation split that is chance\n  (README, \"Sweeps\")")
         out = sweep / "sweep_summary.csv"
         with atomic_file(out, "w", newline="") as f:
             writer = csv.writer(f)
