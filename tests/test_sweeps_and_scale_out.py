@@ -123,7 +123,13 @@ def test_optuna_search_writes_the_best_trials_parameters_and_val_loss(tmp_path):
     proc = run_script("train.py", "-m", "hparams_search=lr", "hydra.sweeper.n_trials=3",
                       "trainer.max_epochs=20", "print_config=false", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+    assert "A new study created" in proc.stderr and "\x1b[" not in proc.stdout + proc.stderr  # piped: no colour
+    # trials named by their values to 6 significant digits, not Optuna's 16-19
     (sweep,) = (tmp_path / "lightning_logs" / "default").glob("sweep-*")
+    names = [p.name for p in sweep.iterdir() if p.is_dir()]
+    for name in names:
+        lr, optimizer = re.fullmatch(r"lr=([0-9.e+-]+),optimizer=(sgd|adam)", name).groups()
+        assert len(re.sub(r"^[0.]*|\.|e.*$", "", lr)) <= 6, name
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert set(best["best_params"]) == {"optimizer", "optimizer.lr"}
 
