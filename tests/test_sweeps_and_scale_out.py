@@ -214,3 +214,9 @@ def test_a_diverging_job_scores_inf_and_the_sweep_goes_on(tmp_path):
     assert "training diverged" in proc.stderr and "This sweep job scores val/loss = inf." in proc.stderr
     (sweep,) = (tmp_path / "lightning_logs" / "default").glob("sweep-*")
     assert (_job(sweep, "lr=0.01") / "checkpoints" / "last.ckpt").is_file()  # the next job ran to the end
+
+
+def test_a_sweep_with_cfg_is_a_usage_error_exit_2_without_a_traceback(tmp_path):
+    proc = run_script("train.py", "-m", "optimizer.lr=0.1,0.2", "--cfg", "job", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "--cfg" in proc.stderr and "-m" in proc.stderr and not (tmp_path / "lightning_logs").exists()

@@ -32,6 +32,12 @@ def main(hydra_main: Callable[[], Any]) -> NoReturn:
 
     try:
         hydra_main()
+    except ValueError as e:
+        # Hydra's answer to two modes at once (`-m ... --cfg job`), raised before any job runs
+        if str(e).startswith("Only one of --run, --multirun"):
+            fail(f"{e}: --cfg and --info show the config without running it, so they do not go with -m "
+                 "(see one job's config: drop -m and give one value each). Nothing was run.", 2)
+        raise
     except SystemExit as e:
         # Hydra exits while handling the exception it reported: that one is the context
         if e.code == 1 and isinstance(e.__context__, CompactHydraException):
