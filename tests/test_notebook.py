@@ -26,6 +26,7 @@ def test_the_journal_notebook_runs_and_shows_the_journals_numbers_pictures_and_a
     assert "f(5) = 416.475" in text  # the journal's regression
     pictures = [o for c in code for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(pictures) == 2  # the loss surface and the fit, inline
+    assert "(82.4842" in _text(code[4])  # load_model: the journal's w = 82.484261 (README, "Journal")
     table = _text(code[-1])
     for lr in ("0.001", "0.01", "0.1"):
         assert lr in table
