@@ -128,7 +128,7 @@ def test_optuna_search_writes_the_best_trials_parameters_and_val_loss(tmp_path):
     (sweep,) = (tmp_path / "lightning_logs" / "default").glob("sweep-*")
     names = [p.name for p in sweep.iterdir() if p.is_dir()]
     for name in names:
-        lr, optimizer = re.fullmatch(r"lr=([0-9.e+-]+),optimizer=(sgd|adam)", name).groups()
+        lr, optimizer = re.fullmatch(r"lr=([0-9.e+-]+),optimizer=(sgd|adam),max_epochs=20", name).groups()
         assert len(re.sub(r"^[0.]*|\.|e.*$", "", lr)) <= 6, name
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert set(best["best_params"]) == {"optimizer", "optimizer.lr"}

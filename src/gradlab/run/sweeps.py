@@ -160,8 +160,9 @@ class SweepSummary(Callback):
         job_width = max(3, min(max(len(r["job"]) for r in rows), 76 - sum(w + 2 for w in widths) - 1))
         lines = ["  ".join([_cut(job, job_width).ljust(job_width), *(v.ljust(w) for v, w in zip(values, widths))])
                  for job, values in [("job", columns), *((r["job"], t) for r, t in zip(rows, cells))]]
-        print(f"gradlab: sweep {sweep} (optimum: the best fit's train loss)")
+        print(f"gradlab: sweep {sweep}")
         print("\n".join("  " + line.rstrip() for line in lines))
+        print("  (optimum: the best fit's train loss; converged: train loss within 1% of it)")
         if best is not None:
             print(f"gradlab: best by val/loss among converged jobs:\n  {_cut(best['job'], 76)}: "
                   f"val/loss {_formatted(best['val_loss'])}, train loss {_formatted(best.get('train_loss'))}")
