@@ -113,9 +113,11 @@ def test_predict_one_liner_gives_the_journals_f7_and_writes_a_csv(tmp_path):
     proc = run_script("predict.py", "name=journal_autograd", "x=[5,7]", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "Prediction: f(7) = 13.978968" in proc.stdout
-    with open(tmp_path / "predictions.csv", newline="") as f:
+    run_dir = tmp_path / "lightning_logs" / "journal_autograd" / "version_0"
+    with open(run_dir / "predictions.csv", newline="") as f:  # beside the run, not in the working directory
         rows = list(csv.DictReader(f))
-    ckpt = tmp_path / "lightning_logs" / "journal_autograd" / "version_0" / "checkpoints" / "last.ckpt"
+    assert not (tmp_path / "predictions.csv").exists()
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
     w = torch.load(ckpt, weights_only=True)["state_dict"]["net.lin.weight"].item()  # y = w x, no bias
     assert [r["x"] for r in rows] == ["5", "7"]
     assert [float(r["prediction"]) for r in rows] == pytest.approx([5 * w, 7 * w], rel=1e-6)
@@ -125,7 +127,7 @@ def test_predict_help_shows_its_config_and_bad_inputs_are_refused(trained):
     cwd, _, _ = trained
     helped = run_script("predict.py", "--help", cwd=cwd)
     assert helped.returncode == 0
-    assert "x: null" in helped.stdout and "output: predictions.csv" in helped.stdout
+    assert "x: null" in helped.stdout and "output: null" in helped.stdout
     root = f"root_dir={cwd / 'lightning_logs'}"
     with pytest.raises(DataError, match=r"x: the input \[1, 2\] has 2 value\(s\), but the model takes 1 feature"):
         predict(_config("predict", "x=[[1,2]]", root))

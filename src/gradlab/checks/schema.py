@@ -299,8 +299,8 @@ class PredictRun(Where):
                                           "feature) or a row with one number per feature, e.g. x=[5,7]")
                  ] | None = None
     input: Text | None = None
-    output: Annotated[str, Meta(pattern=r"\S", description="the path of the CSV file to write")
-                      ] = "predictions.csv"
+    output: Annotated[str, Meta(pattern=r"\S", description="null (predictions.csv in the run's directory) or "
+                                                          "the path of the CSV file to write")] | None = None
 
 
 class CompareRuns(Struct, kw_only=True, forbid_unknown_fields=True):
