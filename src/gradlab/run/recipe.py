@@ -212,7 +212,7 @@ def _interrupted(trainer: L.Trainer, cfg: DictConfig, run: RunDir, signum: int) 
 def _test(trainer: L.Trainer, model: L.LightningModule, dm) -> dict[str, float]:
     """The test split is the final exam: its numbers go to the report, the TEXT summary and
     result.json, not onto TensorBoard's curves, where a group of single end points named "test"
-    would sort first and be what TensorBoard opens on (eval.py logs them to <run>/eval)."""
+    would sort first and be what TensorBoard opens on (eval.py adds them to the run's TEXT tab)."""
     loggers, trainer.loggers = trainer.loggers, []
     try:
         return trainer.test(model, datamodule=dm, verbose=False, weights_only=True)[0]

@@ -163,7 +163,7 @@ def continue_command(run_dir: Path) -> str:
 
 def _hydra_value(text: str) -> str:
     """`text` as one value of a Hydra override: quoted when it holds what Hydra's grammar reads
-    (a sweep job's folder is named like `0_optimizer.lr=0.1,trainer.max_epochs=20`)."""
+    (a sweep job's folder is named like `lr=0.1,max_epochs=20`)."""
     if re.fullmatch(r"[\w./-]+", text):
         return text
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
