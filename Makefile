@@ -25,8 +25,8 @@ test-fast: $(STAMP)  ## the quick suite only
 lint: $(STAMP)
 	$(BIN)/ruff check src scripts tests
 
-tensorboard: $(STAMP)
-	$(BIN)/tensorboard --logdir lightning_logs
+tensorboard: $(STAMP)  ## every run; one experiment or sweep: make tensorboard NAME=default/sweep-1820
+	$(BIN)/tensorboard --logdir lightning_logs/$(NAME)
 
 benchmark: $(STAMP)
 	$(BIN)/python scripts/benchmark.py $(ARGS)

@@ -564,6 +564,8 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    # gradlab's runs on the plain loop's thread count (threads=auto would take 1 for small batches)
+    args.overrides = [f"threads={torch.get_num_threads()}", *args.overrides]
     for name in ("lightning.pytorch", "lightning.fabric"):  # "GPU available: False" and such
         logging.getLogger(name).setLevel(logging.WARNING)
 

@@ -43,6 +43,7 @@ def shoot(url: str, out: Path, size: tuple[int, int], wait: float, port: int = 9
     chromium = subprocess.Popen(
         ["chromium", "--headless=new", "--no-sandbox", "--hide-scrollbars", "--use-angle=swiftshader",
          "--enable-unsafe-swiftshader", f"--window-size={size[0]},{size[1]}", f"--remote-debugging-port={port}",
+         f"--remote-allow-origins=http://127.0.0.1:{port}",  # newer Chromium refuses the websocket otherwise
          f"--user-data-dir={profile}", "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(100):

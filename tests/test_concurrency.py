@@ -108,8 +108,9 @@ def test_a_joblib_sweep_gives_every_job_its_own_run_directory_and_leaves_no_work
     assert proc.returncode == 0, (tmp_path / "out.txt").read_text()
     # the sweep's workers end with it: idle, they would hold its stdout open for minutes
     assert _workers_started_with(marker) == []
-    sweeps = list((tmp_path / "lightning_logs" / "default").glob("multirun_*"))
+    sweeps = list((tmp_path / "lightning_logs" / "default").glob("sweep-*"))
     assert len(sweeps) == 1
     run_dirs = sorted(p for p in sweeps[0].iterdir() if p.is_dir())
-    assert [d.name.split("_")[0] for d in run_dirs] == ["0", "1", "2", "3"]
+    assert [next(p for p in d.name.split(",") if p.startswith("seed=")) for d in run_dirs] == [
+        "seed=1", "seed=2", "seed=3", "seed=4"]
     _assert_runs_are_separate(run_dirs, [1, 2, 3, 4])

@@ -55,12 +55,15 @@ def test_eval_of_the_last_run_reports_the_training_runs_own_test_metrics(trained
     assert "lightning_logs/default/version_0/checkpoints/last.ckpt on its test split (10 rows)" in proc.stdout
 
     reported = json.loads((run_dir / "result.json").read_text())  # the training run's own test stage
-    evaluated = _scalars(run_dir / "eval")  # what eval.py logged, beside the run
+    events = EventAccumulator(str(run_dir), size_guidance={"tensors": 0}).Reload()
+    (entry,) = events.Tensors("run/eval/text_summary")  # a TEXT entry of the run itself
+    logged = entry.tensor_proto.string_val[0].decode()
     for key in METRICS:
-        assert evaluated[key] == pytest.approx(reported[key.replace("/", "_")], rel=1e-7), key
-        assert _printed(proc.stdout, key) == pytest.approx(evaluated[key], rel=1e-7), key
-    step = EventAccumulator(str(run_dir / "eval")).Reload().Scalars("test/loss")[0].step
-    assert step == 30  # the checkpoint's global step: 30 full-batch epochs
+        assert _printed(proc.stdout, key) == pytest.approx(reported[key.replace("/", "_")], rel=1e-7), key
+        assert _printed(logged + "\n", key) == _printed(proc.stdout, key), key
+    assert entry.step == 30  # the checkpoint's global step: 30 full-batch epochs
+    # no scalars and no run folder of its own: nothing that sorts above the training curves
+    assert not (run_dir / "eval").exists() and not any(t.startswith("test/") for t in events.Tags()["scalars"])
 
     # oracle: sklearn's metrics of the checkpoint's weights on the same test split
     from sklearn.datasets import make_regression
@@ -89,6 +92,9 @@ def test_eval_without_a_run_says_what_to_do(tmp_path):
     with pytest.raises(FileNotFoundError, match="ckpt_path=last: no run of 'nothing_yet'.*"
                                                 "python scripts/train.py name=nothing_yet"):
         evaluate(_config("eval", "name=nothing_yet", f"root_dir={tmp_path}"))
+    # a lesson's name: the command that trains the lesson, not the defaults under its name
+    with pytest.raises(FileNotFoundError, match="python scripts/train.py experiment=journal_regression\\)"):
+        evaluate(_config("eval", "name=journal_regression", f"root_dir={tmp_path}"))
 
 
 def test_eval_refuses_a_checkpoint_whose_data_file_has_changed(tmp_path):
@@ -107,9 +113,11 @@ def test_predict_one_liner_gives_the_journals_f7_and_writes_a_csv(tmp_path):
     proc = run_script("predict.py", "name=journal_autograd", "x=[5,7]", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "Prediction: f(7) = 13.978968" in proc.stdout
-    with open(tmp_path / "predictions.csv", newline="") as f:
+    run_dir = tmp_path / "lightning_logs" / "journal_autograd" / "version_0"
+    with open(run_dir / "predictions.csv", newline="") as f:  # beside the run, not in the working directory
         rows = list(csv.DictReader(f))
-    ckpt = tmp_path / "lightning_logs" / "journal_autograd" / "version_0" / "checkpoints" / "last.ckpt"
+    assert not (tmp_path / "predictions.csv").exists()
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
     w = torch.load(ckpt, weights_only=True)["state_dict"]["net.lin.weight"].item()  # y = w x, no bias
     assert [r["x"] for r in rows] == ["5", "7"]
     assert [float(r["prediction"]) for r in rows] == pytest.approx([5 * w, 7 * w], rel=1e-6)
@@ -119,7 +127,7 @@ def test_predict_help_shows_its_config_and_bad_inputs_are_refused(trained):
     cwd, _, _ = trained
     helped = run_script("predict.py", "--help", cwd=cwd)
     assert helped.returncode == 0
-    assert "x: null" in helped.stdout and "output: predictions.csv" in helped.stdout
+    assert "x: null" in helped.stdout and "output: null" in helped.stdout
     root = f"root_dir={cwd / 'lightning_logs'}"
     with pytest.raises(DataError, match=r"x: the input \[1, 2\] has 2 value\(s\), but the model takes 1 feature"):
         predict(_config("predict", "x=[[1,2]]", root))

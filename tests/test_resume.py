@@ -114,3 +114,28 @@ def test_a_checkpoint_the_config_cannot_take_exits_2_before_anything_is_written(
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr and all(s in proc.stderr for s in said), proc.stderr
     assert _files(tmp_path) == before  # no new run dir, no event file, no checkpoint touched
+
+
+@pytest.mark.parametrize("how", [
+    "resume=true",
+    pytest.param("ckpt_path=lightning_logs/default/version_0/checkpoints/last.ckpt", marks=pytest.mark.slow),
+    pytest.param("ckpt_path=copy.ckpt", marks=pytest.mark.slow),
+])
+def test_a_continued_run_says_what_it_continues_and_predicts_first_with_the_restored_weights(tmp_path, how):
+    first = run_script("train.py", "trainer.max_epochs=30", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    last = tmp_path / "lightning_logs" / "default" / "version_0" / "checkpoints" / "last.ckpt"
+    (tmp_path / "copy.ckpt").write_bytes(last.read_bytes())  # outside any run: a new run from its weights
+    state = torch.load(last, weights_only=True)["state_dict"]  # oracle: f(5) of the checkpoint's weights
+    f5 = 5 * state["net.lin.weight"].item() + state["net.lin.bias"].item()
+
+    proc = run_script("train.py", "trainer.max_epochs=50", how, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    if how == "ckpt_path=copy.ckpt":
+        assert "gradlab: a new run from the weights of epoch 30 of\n  copy.ckpt" in proc.stdout
+    else:
+        assert ("gradlab: continuing lightning_logs/default/version_0 from epoch 30\n"
+                "  (checkpoint checkpoints/last.ckpt)") in proc.stdout
+    before = float(proc.stdout.split("Prediction before training: f(5) = ")[1].split()[0])
+    assert before == pytest.approx(f5, rel=1e-6)  # the restored model, not a fresh initialisation
+    assert "gradlab: finished 20 more epochs (31 to 50) in " in proc.stdout

@@ -6,6 +6,7 @@ user would do, through the command line, and checks that nothing was written."""
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -229,10 +230,14 @@ def test_temporary_files_of_a_killed_writer_are_removed_by_the_next_run_in_the_f
 
 
 def test_eval_that_cannot_write_its_log_prints_its_numbers_and_exits_2_naming_the_path(work):
-    (work / RUN / "eval").write_text("a file where eval.py writes its folder\n")  # as a full or read-only disk
-    proc = run_script("eval.py", cwd=work)
-    out = _refused(proc, f"cannot write {RUN / 'eval'}", "The numbers above are computed")
-    assert "test/loss (MSE)" in out
+    def full_disk():  # every file may grow to 20 bytes, as on a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20, 20))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # so a write past the limit fails instead of killing
+
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "eval.py")], cwd=work, capture_output=True,
+                          text=True, timeout=300, preexec_fn=full_disk, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    out = _refused(proc, f"cannot write {RUN}", "File too large", "The numbers above are computed")
+    assert "test/loss (MSE)" in proc.stdout
 
 
 @pytest.mark.slow

@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
 from conftest import make_cfg, run_script
+from oracles import seeded_split
+from sklearn.datasets import make_regression
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from gradlab.checks.config import check
@@ -31,44 +35,80 @@ def _everything_under(root: Path) -> set[str]:
     return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_dir() and p.name != "checkpoints"}
 
 
-def _job(sweep: Path, number: str) -> Path:
-    """The folder of job `number` of a sweep (named `<number>_<its overrides>`)."""
-    (found,) = sweep.glob(f"{number}_*")
+def _job(sweep: Path, changes: str) -> Path:
+    """The folder of the sweep's job that changes `changes` (named by what it changes, e.g. `lr=0.1`)."""
+    (found,) = sweep.glob(f"{changes},*")
     return found
 
 
-def test_sweep_runs_one_job_per_value_each_its_own_run_dir_and_tensorboard_run(tmp_path):
-    proc = run_script("train.py", "-m", "optimizer.lr=0.001,0.01,0.1", "trainer.max_epochs=20",
-                      "print_config=false", cwd=tmp_path)
+def test_readmes_first_sweep_runs_one_job_per_value_and_names_a_converged_one_best(tmp_path):
+    proc = run_script("train.py", "-m", "optimizer.lr=0.001,0.01,0.1", "print_config=false", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    (sweep,) = (tmp_path / "lightning_logs" / "default").glob("multirun_*")  # one folder per sweep
-    jobs = [f"{i}_optimizer.lr={lr},trainer.max_epochs=20" for i, lr in enumerate(("0.001", "0.01", "0.1"))]
-    assert _everything_under(tmp_path) == {  # each job named by its number and what it changes
+    (sweep,) = (tmp_path / "lightning_logs" / "default").glob("sweep-*")  # one folder per sweep
+    assert re.fullmatch(r"sweep-\d{4}", sweep.name)  # short: it starts every job's name in TensorBoard
+    jobs = ["lr=0.001", "lr=0.01", "lr=0.1"]
+    assert _everything_under(tmp_path) == {  # each job named by what it changes
         "lightning_logs", "lightning_logs/default", f"lightning_logs/default/{sweep.name}",
         *(f"lightning_logs/default/{sweep.name}/{job}" for job in jobs),
     }
-    losses = []
+    val_losses = []
     for job, lr in zip(jobs, (0.001, 0.01, 0.1)):
         run_dir = sweep / job
         assert yaml.safe_load((run_dir / "config.yaml").read_text())["optimizer"]["lr"] == lr
         assert list(run_dir.glob("events.out.tfevents.*")), job  # its own TensorBoard run
-        losses.append(_last(run_dir, "val/loss"))
-    assert losses[0] > losses[1] > losses[2]  # 20 epochs: the larger the step, the further along
+        val_losses.append(_last(run_dir, "val/loss"))
 
-    # the verdict: a table of the jobs and the best by the sweep's objective, printed and as CSV
+    # oracle: the least-squares line of the training split (numpy), and each job's own final weights
+    split = seeded_split(*make_regression(n_samples=100, n_features=1, noise=20.0, random_state=1), 42)
+    x, y = (t.double().numpy() for t in split["train"])
+    design = np.hstack([x, np.ones_like(x)])
+    optimum = float(np.mean((design @ np.linalg.lstsq(design, y, rcond=None)[0] - y) ** 2))
+    train_losses = []
+    for job in jobs:
+        state = _weights(sweep / job)
+        w, b = state["net.lin.weight"].double().numpy(), state["net.lin.bias"].double().numpy()
+        train_losses.append(float(np.mean((x @ w.T + b - y) ** 2)))
+    assert train_losses[0] > 1.5 * optimum  # lr=0.001 is still on its way after 1000 epochs ...
+    assert val_losses[0] < min(val_losses[1:])  # ... yet scores best on the 10 validation rows, by chance
+    assert all(loss < 1.01 * optimum for loss in train_losses[1:])  # the other two reached the optimum
+
+    # the verdict names the best of the converged jobs, and says why lr=0.001 is not it
     with (sweep / "sweep_summary.csv").open() as f:
         table = list(csv.DictReader(f))
-    assert [row["job"] for row in table] == ["0", "1", "2"]
-    assert [float(row["val_loss"]) for row in table] == pytest.approx(losses, rel=1e-5)
-    assert [row["best"] for row in table] == ["", "", "yes"]
-    assert "gradlab: best by val/loss: job 2 (optimizer.lr=0.1 trainer.max_epochs=20" in proc.stdout
+    assert [row["job"] for row in table] == jobs  # in the order they ran
+    assert [float(row["val_loss"]) for row in table] == pytest.approx(val_losses, rel=1e-5)
+    assert [float(row["optimum"]) for row in table] == pytest.approx([optimum] * 3, rel=1e-5)
+    assert [row["converged"] for row in table] == ["no", "yes", "yes"]
+    best = 1 + int(val_losses[2] < val_losses[1])
+    assert [row["best"] for row in table] == ["yes" if i == best else "" for i in range(3)]
+    assert f"gradlab: best by val/loss among converged jobs:\n  {jobs[best]}: val/loss" in proc.stdout
+    assert "gradlab: note: lr=0.001 has a lower val/loss" in proc.stdout
+    summary = proc.stdout[proc.stdout.index("gradlab: sweep "):]
+    assert all(len(line) <= 80 for line in summary.splitlines())
+    assert "\x1b[" not in proc.stdout + proc.stderr  # piped: no colour codes
+
+
+def test_a_second_sweep_in_the_same_minute_gets_its_own_folder_and_repeated_values_their_own_jobs(tmp_path):
+    from gradlab.run.sweeps import claim_job_dir, claim_sweep_dir
+
+    first = claim_sweep_dir(tmp_path, "default")
+    Path(first).mkdir(parents=True)  # as Hydra's launcher does
+    second = claim_sweep_dir(tmp_path, "default")
+    assert first != second and not Path(second).exists()
+    assert Path(second).name.startswith(Path(first).name + "-")  # sweep-1820, sweep-1820-2
+    names = [claim_job_dir(first, n, "optimizer.lr=0.1") for n in range(2)]
+    assert names == ["lr=0.1", "lr=0.1-1"]
 
 
 @pytest.mark.parametrize(("overrides", "expected"), [
-    ("optimizer.lr=0.1", "3_optimizer.lr=0.1"),
-    ("data.path=../../etc/passwd,name=/abs", "3_data.path=_etc_passwd,name=_abs"),
+    ("optimizer.lr=0.1", "lr=0.1"),
+    ("optimizer.lr=0.0012345678901234567,optimizer=adam", "lr=0.00123457,optimizer=adam"),  # an Optuna trial
+    ("callbacks.plots.every_n_epochs=5,callbacks.histograms.every_n_epochs=7",  # the same last part: kept whole
+     "callbacks.plots.every_n_epochs=5,callbacks.histograms.every_n_epochs=7"),
+    ("data.features=[a,b],seed=3", "features=_a,b_,seed=3"),  # a comma inside a value is no separator
+    ("data.path=../../etc/passwd,name=/abs", "path=_etc_passwd,name=_abs"),
     ("", "3"),
-    ("x=" + "a" * 300, "3_x=" + "a" * 94),
+    ("x=" + "a" * 300, "x=" + "a" * 94),
 ])
 def test_sweep_job_folder_names_are_one_safe_path_component(overrides, expected):
     from gradlab.run.sweeps import job_dir_name
@@ -83,7 +123,13 @@ def test_optuna_search_writes_the_best_trials_parameters_and_val_loss(tmp_path):
     proc = run_script("train.py", "-m", "hparams_search=lr", "hydra.sweeper.n_trials=3",
                       "trainer.max_epochs=20", "print_config=false", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    (sweep,) = (tmp_path / "lightning_logs" / "default").glob("multirun_*")
+    assert "A new study created" in proc.stderr and "\x1b[" not in proc.stdout + proc.stderr  # piped: no colour
+    # trials named by their values to 6 significant digits, not Optuna's 16-19
+    (sweep,) = (tmp_path / "lightning_logs" / "default").glob("sweep-*")
+    names = [p.name for p in sweep.iterdir() if p.is_dir()]
+    for name in names:
+        lr, optimizer = re.fullmatch(r"lr=([0-9.e+-]+),optimizer=(sgd|adam),max_epochs=20", name).groups()
+        assert len(re.sub(r"^[0.]*|\.|e.*$", "", lr)) <= 6, name
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert set(best["best_params"]) == {"optimizer", "optimizer.lr"}
 
@@ -120,13 +166,13 @@ def test_sweep_with_ddp_runs_each_job_once_without_stray_dirs(tmp_path):
     proc = run_script("train.py", "-m", "trainer=ddp_cpu", "optimizer.lr=0.01,0.1", "trainer.max_epochs=10",
                       "print_config=false", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    (sweep,) = (tmp_path / "lightning_logs" / "default").glob("multirun_*")  # the workers made none
+    (sweep,) = (tmp_path / "lightning_logs" / "default").glob("sweep-*")  # the workers made none
     assert _everything_under(tmp_path) == {
         "lightning_logs", "lightning_logs/default", f"lightning_logs/default/{sweep.name}",
-        f"lightning_logs/default/{sweep.name}/0_optimizer.lr=0.01,trainer.max_epochs=10,trainer=ddp_cpu",
-        f"lightning_logs/default/{sweep.name}/1_optimizer.lr=0.1,trainer.max_epochs=10,trainer=ddp_cpu",
+        f"lightning_logs/default/{sweep.name}/lr=0.01,max_epochs=10,trainer=ddp_cpu",
+        f"lightning_logs/default/{sweep.name}/lr=0.1,max_epochs=10,trainer=ddp_cpu",
     }
-    for job, lr in (("0", 0.01), ("1", 0.1)):
+    for job, lr in (("lr=0.01", 0.01), ("lr=0.1", 0.1)):
         single = train(make_cfg(f"optimizer.lr={lr}", "trainer.max_epochs=10", root_dir=tmp_path / "single"))
         for key, value in _weights(single.run_dir).items():
             torch.testing.assert_close(_weights(_job(sweep, job))[key], value, rtol=1e-5, atol=1e-5)
@@ -154,7 +200,7 @@ def test_slurm_launcher_composes_from_the_trainer_settings(tmp_path):
     assert launcher["_target_"] == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert (launcher["nodes"], launcher["tasks_per_node"], launcher["gpus_per_node"]) == (2, 4, 4)
     assert launcher["partition"] == "gpu" and launcher["timeout_min"] == 60
-    assert launcher["submitit_folder"].startswith("lightning_logs/default/multirun_")
+    assert launcher["submitit_folder"].startswith("lightning_logs/default/sweep-")
     hydra_only = run_script("train.py", "--cfg", "hydra", "hydra/launcher=slurm", cwd=tmp_path)
     assert hydra_only.returncode == 0 and "tasks_per_node: ${trainer.devices}" in hydra_only.stdout
     assert not (tmp_path / "lightning_logs").exists()  # --cfg runs nothing
@@ -166,5 +212,11 @@ def test_a_diverging_job_scores_inf_and_the_sweep_goes_on(tmp_path):
                       cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "training diverged" in proc.stderr and "This sweep job scores val/loss = inf." in proc.stderr
-    (sweep,) = (tmp_path / "lightning_logs" / "default").glob("multirun_*")
-    assert (_job(sweep, "1") / "checkpoints" / "last.ckpt").is_file()  # the next job ran to the end
+    (sweep,) = (tmp_path / "lightning_logs" / "default").glob("sweep-*")
+    assert (_job(sweep, "lr=0.01") / "checkpoints" / "last.ckpt").is_file()  # the next job ran to the end
+
+
+def test_a_sweep_with_cfg_is_a_usage_error_exit_2_without_a_traceback(tmp_path):
+    proc = run_script("train.py", "-m", "optimizer.lr=0.1,0.2", "--cfg", "job", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "--cfg" in proc.stderr and "-m" in proc.stderr and not (tmp_path / "lightning_logs").exists()

@@ -180,6 +180,7 @@ def _get(url: str, body: dict | None = None):
 def test_a_tensorboard_server_shows_a_sweeps_jobs_by_their_lr_and_ticks_lr_in_hparams(tmp_path):
     proc = run_script("train.py", "-m", "optimizer.lr=0.001,0.1", "trainer.max_epochs=20", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+    (sweep,) = (p.name for p in (tmp_path / "lightning_logs" / "default").iterdir())
     port = _free_port()
     board = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", "lightning_logs", "--host",
                               "127.0.0.1", "--port", str(port)], cwd=tmp_path,
@@ -194,15 +195,15 @@ def test_a_tensorboard_server_shows_a_sweeps_jobs_by_their_lr_and_ticks_lr_in_hp
             except OSError:
                 pass
             time.sleep(0.5)
-        assert [r.rsplit("/", 1)[1] for r in sorted(runs)] == [
-            "0_optimizer.lr=0.001,trainer.max_epochs=20", "1_optimizer.lr=0.1,trainer.max_epochs=20"]
+        # short names a legend can show whole: the experiment, the sweep, what the job changed
+        assert sorted(runs) == [f"default/{sweep}/lr=0.001,max_epochs=20", f"default/{sweep}/lr=0.1,max_epochs=20"]
         tags = _get(f"{base}/data/plugin/scalars/tags")
         for run in runs:
             assert {"train/loss", "train/loss_gap", "val/loss"} <= set(tags[run])
             assert not any(t == "epoch" or t.startswith(("hp/", "test/")) for t in tags[run])
         experiment = _get(f"{base}/data/plugin/hparams/experiment", {"experimentName": ""})
         names = [h["name"] for h in experiment["hparamInfos"]]
-        assert names[0] == "optimizer.lr"  # the key that differs comes first: ticked without clicking
+        assert names[:2] == ["args", "optimizer.lr"]  # the keys that differ come first: ticked without clicking
         assert len(names) <= 15 and not any(n.endswith("_target_") for n in names)
         metrics = [m["name"]["tag"] for m in experiment["metricInfos"]]
         assert metrics[:5] == ["train/loss", "train/loss_gap", "val/loss", "val/mae", "val/r2"]

@@ -38,7 +38,7 @@ def check(cfg: DictConfig, source: str | None = None) -> None:
         plain = dict(sorted(plain.items(), key=lambda item: isinstance(item[1], dict)))  # seed=-1 before data.seed
         check_targets(plain)
         kind = (schema.TrainRun if "trainer" in plain else schema.EvalRun if "data_path" in plain
-                else schema.PredictRun)
+                else schema.CompareRuns if "sort" in plain else schema.PredictRun)
         try:
             msgspec.convert(plain, kind)
         except msgspec.ValidationError as e:

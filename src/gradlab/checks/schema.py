@@ -336,6 +336,9 @@ class TrainRun(Where, kw_only=True):
     predict_x: Inputs = 5.0
     resume: bool = False
     print_config: bool = False
+    threads: Annotated[Literal["auto"] | Annotated[int, Meta(ge=1)], Meta(
+        description="'auto' (1 torch thread for a small model, torch's choice for a large one) or an "
+                    "integer >= 1")] = "auto"
 
 
 class EvalRun(Where):
@@ -352,5 +355,18 @@ class PredictRun(Where):
                                           "feature) or a row with one number per feature, e.g. x=[5,7]")
                  ] | None = None
     input: Text | None = None
-    output: Annotated[str, Meta(pattern=r"\S", description="the path of the CSV file to write")
-                      ] = "predictions.csv"
+    output: Annotated[str, Meta(pattern=r"\S", description="null (predictions.csv in the run's directory) or "
+                                                          "the path of the CSV file to write")] | None = None
+
+
+class CompareRuns(Struct, kw_only=True, forbid_unknown_fields=True):
+    """conf/compare.yaml."""
+
+    root_dir: Annotated[str, Meta(pattern=r"\S", description="a non-empty directory path (relative to where "
+                                                             "you run the script)")] = "lightning_logs"
+    name: Name | None = None
+    experiment: Name | None = None
+    sweep: Text | None = None
+    sort: Annotated[str, Meta(pattern=r"\S", description="a column of the table, e.g. val/loss")] | None = None
+    top: Annotated[int, Meta(ge=1)] | None = None
+    output: Annotated[str, Meta(pattern=r"\S", description="the path of the CSV file to write")] | None = None

@@ -32,6 +32,12 @@ def main(hydra_main: Callable[[], Any]) -> NoReturn:
 
     try:
         hydra_main()
+    except ValueError as e:
+        # Hydra's answer to two modes at once (`-m ... --cfg job`), raised before any job runs
+        if str(e).startswith("Only one of --run, --multirun"):
+            fail(f"{e}: --cfg and --info show the config without running it, so they do not go with -m "
+                 "(see one job's config: drop -m and give one value each). Nothing was run.", 2)
+        raise
     except SystemExit as e:
         # Hydra exits while handling the exception it reported: that one is the context
         if e.code == 1 and isinstance(e.__context__, CompactHydraException):
@@ -94,6 +100,24 @@ def run(job: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
             fail("interrupted (Ctrl-C) while Lightning ran a stage; the checkpoints written before it are "
                  "kept and nothing is left half-written", 128 + signals.received)
         raise
+
+
+def key_values(config_name: str, args: list[str]) -> DictConfig:
+    """conf/<config_name>.yaml with `key=value` arguments merged on, for a script that is not a Hydra
+    app (compare.py: its `experiment=` is a filter, where Hydra would load the experiment group).
+    An argument that is not key=value, or a key the YAML has not, exits 2 naming it."""
+    from omegaconf import OmegaConf
+
+    base = OmegaConf.load(Path(__file__).resolve().parents[3] / "conf" / f"{config_name}.yaml")
+    for arg in args:
+        key = arg.split("=", 1)[0]
+        if "=" not in arg or key not in base:
+            fail(f"bad argument {arg!r}: give key=value with a key of conf/{config_name}.yaml "
+                 f"({', '.join(base)}). Nothing was run or written.", 2)
+    try:
+        return OmegaConf.merge(base, OmegaConf.from_dotlist(args))
+    except Exception as e:  # omegaconf's parse errors: a value it cannot read
+        fail(f"bad argument: {' '.join(str(e).split())}. Nothing was run or written.", 2)
 
 
 _CANNOT_WRITE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG,

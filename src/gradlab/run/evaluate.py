@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning.pytorch as L
-from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 
 from gradlab.checks.checkpoint import BadCheckpoint, check_state_fits, load_checkpoint
@@ -25,6 +24,7 @@ from gradlab.lessons.data import TensorDataModule
 from gradlab.run import rundirs, signals
 from gradlab.run.checkpoints import DEFAULT_MODEL, MODEL_CLASS, moved, restore_model
 from gradlab.run.files import WriteError
+from gradlab.show import tensorboard
 
 # the answer is one line: no GPU/TPU notices or tips from Lightning around it
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
@@ -48,9 +48,11 @@ def find_checkpoint(ckpt_path: str | None, root_dir: str, name: str) -> Path:
         return Path(ckpt_path)
     last = rundirs.last_checkpoint(root_dir, name)
     if last is None:
+        lesson = (Path(__file__).resolve().parents[3] / "conf" / "experiment" / f"{name}.yaml").is_file()
+        how = f"experiment={name}" if lesson else f"name={name}"  # name=<a lesson> alone trains the defaults
         raise FileNotFoundError(
             f"ckpt_path=last: no run of {name!r} with a checkpoint under {root_dir}/{name}/; train one "
-            f"first (python scripts/train.py name={name}), pick another name=..., or give ckpt_path=PATH"
+            f"first (python scripts/train.py {how}), pick another name=..., or give ckpt_path=PATH"
         )
     return last
 
@@ -98,24 +100,17 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     n_test = len(dm.splits["test"][0])
     loss_name = getattr(restored.model, "loss_name", "")
     shown = ", ".join(f"{k}{f' ({loss_name})' if k == 'test/loss' else ''} {v:.8g}" for k, v in metrics.items())
-    print(f"gradlab: {path} on its test split ({n_test} rows): {shown}", flush=True)  # before any write
-
-    log_dir = (rundirs.run_dir_of(path) or path.parent) / "eval"
+    text = f"gradlab: {path} on its test split ({n_test} rows): {shown}"
+    print(text, flush=True)  # before any write: a folder that cannot be written loses none of it
+    run_dir = rundirs.run_dir_of(path) or path.parent
     if rundirs.run_dir_of(path) is not None:
-        rundirs.refuse_links(rundirs.run_dir_of(path))  # TensorBoard would write through a planted link
+        rundirs.refuse_links(run_dir)  # TensorBoard would write through a planted link
     try:
-        log_dir.mkdir(parents=True, exist_ok=True)  # here, not in Lightning, which would re-raise a ValueError
-        logger = TensorBoardLogger(str(log_dir.parent), name=log_dir.name, version="", default_hp_metric=False)
-        logger.log_metrics(metrics, step=restored.step)  # at the checkpoint's step, beside its training curves
-        logger.finalize("success")
-    except (OSError, ValueError) as e:
-        cause = e if isinstance(e, OSError) else e.__cause__
-        if not isinstance(cause, OSError):
-            raise
-        raise WriteError(f"cannot write {log_dir}: {cause.strerror or cause}. The numbers above are computed; "
-                         "only their TensorBoard copy is missing (pick a writable place or free some space)"
-                         ) from None
-    print(f"gradlab: logged to {log_dir} (tensorboard --logdir {log_dir})")
+        tensorboard.write_evaluation(str(run_dir), text, restored.step)  # TEXT tab, at the checkpoint's step
+    except OSError as e:
+        raise WriteError(f"cannot write {run_dir}: {e.strerror or e}. The numbers above are computed; only "
+                         "their TensorBoard copy is missing (pick a writable place or free some space)") from None
+    print(f"gradlab: logged to TensorBoard's TEXT tab of the run {run_dir} (run/eval)")
     return metrics
 
 

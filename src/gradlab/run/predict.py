@@ -15,7 +15,10 @@ from gradlab.lessons.data import ClassificationDataModule, CsvDataModule, input_
 from gradlab.run import signals
 from gradlab.run.evaluate import find_checkpoint, restore
 from gradlab.run.files import atomic_file
+from gradlab.run.rundirs import run_dir_of
 from gradlab.show.report import printable
+
+PREDICTIONS = "predictions.csv"  # the file written without output=, in the run's directory
 
 
 def predict(cfg: DictConfig) -> Path:
@@ -36,7 +39,8 @@ def predict(cfg: DictConfig) -> Path:
     if classes is not None and "class" in columns:
         columns["class"] = [classes[i] for i in columns["class"]]
 
-    out = Path(cfg.output)
+    # by default beside the run it comes from, not wherever the command was typed
+    out = Path(cfg.output) if cfg.output else (run_dir_of(restored.path) or restored.path.parent) / PREDICTIONS
     if out.is_dir():
         raise DataError(f"output={cfg.output}: that is a directory; give the CSV file to write, e.g. "
                         f"output={out / 'predictions.csv'}")

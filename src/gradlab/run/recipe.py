@@ -25,7 +25,7 @@ from gradlab.checks.checkpoint import check_fits, load_checkpoint
 from gradlab.checks.config import check, check_arguments
 from gradlab.lessons.csvfile import DataError
 from gradlab.lessons.data import input_rows
-from gradlab.run import resume, rundirs, signals
+from gradlab.run import resume, rundirs, signals, threads
 from gradlab.run.checkpoints import (
     AtomicCheckpointIO,
     FlushLogsAtCheckpoint,
@@ -82,6 +82,7 @@ def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> R
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     started = time.perf_counter()
     dm = datamodule or _data(cfg)  # bad data fails here, before any run directory exists
+    threads.apply(cfg.get("threads", "auto"), _batch_numbers(dm), _distributed(cfg))
     queries = input_rows(_plain(cfg.predict_x), dm.n_features, "predict_x")  # so does a bad predict_x
     model = _model(cfg, dm)
     run = _run_dir(cfg, model, dm)  # a checkpoint that does not fit, or names paths elsewhere, fails here
@@ -90,6 +91,7 @@ def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> R
     trainer = _trainer(cfg, run, board, stopper)
     shown = _shown_inputs(cfg.predict_x)
     say(report.start(_overrides_text(), model, trainer))
+    first_epoch = resume.continuing(model, run.ckpt_path, run.path, run.is_new) if run.ckpt_path else 0
     say(report.predictions("before training", model, dm.transform(queries), shown))
 
     _fit(trainer, model, dm, run, cfg, stopper)
@@ -102,11 +104,12 @@ def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> R
     fit_metrics = {**_metrics(trainer), "train/final_loss": _train_loss(model, dm)}
     metrics = {**fit_metrics, **_test(trainer, model, dm)}
     say(report.predictions("after training", model, dm.transform(queries), shown))
-    text = report.final(model, dm, trainer, metrics, _best_fit(model, dm, trainer), run.path,
-                        time.perf_counter() - started)
+    best, seconds = _best_fit(model, dm, trainer), time.perf_counter() - started
+    text = report.final(model, dm, trainer, metrics, best, run.path, seconds, first_epoch)
     say(text)
     tensorboard.summarize(trainer, cfg, "FINISHED", text, fit_metrics)
-    _result(run.path, "finished", metrics)
+    _result(run.path, "finished", metrics, epochs=trainer.current_epoch, seconds=round(seconds, 3),
+            best_fit_loss=best["loss"] if best is not None else None)
     return RunResult(run.path, "finished", metrics)
 
 
@@ -210,14 +213,14 @@ def _interrupted(trainer: L.Trainer, cfg: DictConfig, run: RunDir, signum: int) 
                f"  {resume.continue_command(run.path)}")
     say(message)
     tensorboard.summarize(trainer, cfg, "INTERRUPTED", message, _metrics(trainer))
-    _result(run.path, "interrupted", _metrics(trainer))
+    _result(run.path, "interrupted", _metrics(trainer), epochs=trainer.current_epoch)
     return RunResult(run.path, "interrupted", _metrics(trainer), signum)
 
 
 def _test(trainer: L.Trainer, model: L.LightningModule, dm) -> dict[str, float]:
     """The test split is the final exam: its numbers go to the report, the TEXT summary and
     result.json, not onto TensorBoard's curves, where a group of single end points named "test"
-    would sort first and be what TensorBoard opens on (eval.py logs them to <run>/eval)."""
+    would sort first and be what TensorBoard opens on (eval.py adds them to the run's TEXT tab)."""
     loggers, trainer.loggers = trainer.loggers, []
     try:
         return trainer.test(model, datamodule=dm, verbose=False, weights_only=True)[0]
@@ -295,6 +298,21 @@ def _shown_inputs(predict_x) -> list[str]:
     return [str(v) if isinstance(v, list) else f"{v:g}" for v in values]
 
 
+def _batch_numbers(dm) -> int:
+    """Numbers in one training batch (rows x features): the work a step splits across threads."""
+    x = dm.splits["train"][0] if getattr(dm, "splits", None) else None
+    if x is None:
+        return 0
+    rows = getattr(dm, "batch_size", None) or len(x)
+    return min(rows, len(x)) * (x[0].numel() if len(x) else 0)
+
+
+def _distributed(cfg: DictConfig) -> bool:
+    """DDP or several nodes: Lightning divides the cores between the processes itself."""
+    strategy = str(cfg.trainer.get("strategy", "auto"))
+    return "ddp" in strategy or int(cfg.trainer.get("num_nodes", 1) or 1) > 1 or "LOCAL_RANK" in os.environ
+
+
 def _metrics(trainer: L.Trainer) -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
@@ -319,11 +337,15 @@ def _best_fit(model, dm, trainer: L.Trainer) -> dict | None:
 
 
 @rank_zero_only
-def _result(run_dir: Path, status: str, metrics: dict) -> None:
-    """result.json: what a sweep's summary reads of this run."""
+def _result(run_dir: Path, status: str, metrics: dict, **extra) -> None:
+    """result.json: what a sweep's summary and compare.py read of this run."""
+    in_sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     rundirs.write_result(run_dir, {
         "status": status,
         "overrides": _overrides_text(),
+        "ended": time.strftime("%Y-%m-%d %H:%M:%S"),
+        **({"job_num": HydraConfig.get().job.num} if in_sweep else {}),
+        **extra,
         "train_loss": metrics.get("train/final_loss"),
         "val_loss": metrics.get("val/loss", float("inf") if status == "diverged" else None),
         **{k.replace("/", "_"): v for k, v in metrics.items() if k.startswith("test/")},

@@ -24,7 +24,7 @@ from gradlab.run import rundirs
 
 # keys (fnmatch patterns on the dotted path) a resume may change; everything else must match:
 # where the run is and what to show, then how it goes on training
-WHERE_AND_WHAT_TO_SHOW = ("resume", "ckpt_path", "print_config", "predict_x", "root_dir", "name")
+WHERE_AND_WHAT_TO_SHOW = ("resume", "ckpt_path", "print_config", "predict_x", "root_dir", "name", "threads")
 HOW_IT_GOES_ON = (
     "trainer.max_epochs", "trainer.max_steps", "trainer.min_epochs", "trainer.log_every_n_steps",
     "trainer.check_val_every_n_epoch", "trainer.enable_progress_bar", "trainer.enable_model_summary",
@@ -125,6 +125,32 @@ def record(run_dir: Path, ckpt_path: Path | None, is_new: bool, cfg: DictConfig)
         write_text(Path(run_dir) / "config.yaml", OmegaConf.to_yaml(cfg))
 
 
+def continuing(model: L.LightningModule, ckpt_path: Path, run_dir: Path, is_new: bool) -> int:
+    """Puts the checkpoint's weights into `model` now, so the predictions "before training" are the
+    restored model's (Lightning would restore them only inside fit), says what this run continues,
+    and returns the epochs the checkpoint had completed."""
+    from gradlab.checks.checkpoint import load_checkpoint
+    from gradlab.show.report import say
+
+    ckpt = load_checkpoint(ckpt_path)
+    model.load_state_dict(ckpt["state_dict"])
+    done = epochs_done(ckpt)
+    if is_new:
+        say(f"gradlab: a new run from the weights of epoch {done} of\n  {ckpt_path}")
+    else:
+        inside = Path(ckpt_path).parent.parent == Path(run_dir)
+        say(f"gradlab: continuing {run_dir} from epoch {done}\n  (checkpoint "
+            f"{Path(ckpt_path).relative_to(run_dir) if inside else ckpt_path})")  # each line within 80 columns
+    return done
+
+
+def epochs_done(ckpt: dict) -> int:
+    """The epochs a checkpoint had completed: its fit loop's count (a checkpoint saved at the end of an
+    epoch by a callback records that epoch's index as `epoch`, one less), else `epoch`."""
+    completed = (ckpt.get("loops") or {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+    return int(completed.get("completed", ckpt.get("epoch", 0)))
+
+
 def continue_command(run_dir: Path) -> str:
     """The command that continues this run, shell-quoted so that it works when pasted. A sweep job
     is continued by its checkpoint (resume=true looks for version_<N> runs, not sweep jobs)."""
@@ -146,7 +172,7 @@ def continue_command(run_dir: Path) -> str:
 
 def _hydra_value(text: str) -> str:
     """`text` as one value of a Hydra override: quoted when it holds what Hydra's grammar reads
-    (a sweep job's folder is named like `0_optimizer.lr=0.1,trainer.max_epochs=20`)."""
+    (a sweep job's folder is named like `lr=0.1,max_epochs=20`)."""
     if re.fullmatch(r"[\w./-]+", text):
         return text
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"

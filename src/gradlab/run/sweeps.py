@@ -6,11 +6,13 @@ Hydra callbacks (conf/train.yaml's hydra.callbacks) and the resolver that names 
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import os
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -103,70 +105,166 @@ class DDPWorkersPerSweepJob(Callback):
 
 
 def job_dir_name(num: Any, overrides: Any) -> str:
-    """A sweep job's folder name: its number and overrides, e.g. `3_optimizer.lr=0.001`.
+    """A sweep job's folder name: what it changes, short, e.g. `lr=0.001` or `optimizer=adam,lr=0.1`.
 
-    Hydra's override_dirname is the raw command line (`data.path=../x/y.csv` holds `/` and `..`),
-    so it is made one safe path component: only letters, digits and `._=,+-` kept, at most ~100
-    characters; the job number in front keeps names unique.
+    It is the run's name in TensorBoard's legends, so each key is its last part (`optimizer.lr` ->
+    `lr`) unless two keys of the job share it, and a float is written to 6 significant digits (an
+    Optuna trial's lr has 16-19). Hydra's override_dirname is the raw command line (`data.path=../x`
+    holds `/` and `..`), so the name is one safe path component: only letters, digits and `._=,+-`,
+    at most ~100 characters. A job that changes nothing is named by its number.
     """
-    text = re.sub(r"[^A-Za-z0-9._=,+-]+", "_", str(overrides or ""))
+    pairs = [item.split("=", 1) for item in _ITEM.split(str(overrides or "")) if "=" in item]
+    last = [key.rsplit(".", 1)[-1] for key, _ in pairs]
+    shown = [f"{short if last.count(short) == 1 else key}={short_value(value)}"
+             for (key, value), short in zip(pairs, last)]
+    text = re.sub(r"[^A-Za-z0-9._=,+-]+", "_", ",".join(shown))
     text = re.sub(r"_+", "_", re.sub(r"\.{2,}", "_", text)).strip("._")[:96]
-    return f"{num}_{text}" if text else str(num)
+    return text or str(num)
+
+
+_ITEM = re.compile(r",(?=[\w.+~/-]+=)")  # override_dirname's separators: a comma before the next key=
+
+
+def short_value(value: str) -> str:
+    """A float written in an override to 6 significant digits; anything else as it was written."""
+    if re.fullmatch(r"[+-]?(\d+\.\d*|\.\d+|\d+(\.\d*)?[eE][+-]?\d+)", value):
+        return f"{float(value):.6g}"
+    return value
+
+
+def claim_job_dir(sweep: Any, num: Any, overrides: Any) -> str:
+    """The job's folder in the sweep, claimed with os.mkdir: `job_dir_name`, or, where an earlier job
+    of the sweep changed the same (a repeated value, an Optuna trial drawn twice), that name and
+    `-<job number>`; so folders stay unique while names stay short."""
+    name = job_dir_name(num, overrides)
+    try:
+        (Path(str(sweep)) / name).mkdir(parents=True)
+    except FileExistsError:
+        name = f"{name[:90]}-{num}"
+    return name
+
+
+def claim_sweep_dir(root: Any, name: Any) -> str:
+    """A new sweep's folder, `<root>/<name>/sweep-<HHMM>` (then `-2`, `-3`, ... where that exists: the
+    same minute, or another day). Short, as it starts every job's name in TensorBoard; compare.py
+    shows when each run ended. Nothing is created here (`--cfg hydra` resolves it too); the launcher
+    creates it a moment later, and each job claims its own folder in it with os.mkdir."""
+    base = Path(str(root)) / str(name)
+    stamp = time.strftime("%H%M")
+    for k in itertools.count(1):
+        path = base / (f"sweep-{stamp}" if k == 1 else f"sweep-{stamp}-{k}")
+        if not path.exists():
+            return str(path)
+    raise AssertionError("unreachable")
 
 
 def register_resolvers() -> None:
-    """`${gradlab_job_dir:${hydra.job.num},${hydra.job.override_dirname}}` in conf/train.yaml."""
+    """The sweep and job folders of conf/train.yaml (hydra.sweep.dir and .subdir).
+
+    Cached (use_cache): Hydra resolves the sweep folder in the launcher and again in every job, and
+    copies the first answer into each job's config, so a sweep claims one folder, a job one."""
+    if not OmegaConf.has_resolver("gradlab_sweep_dir"):
+        OmegaConf.register_new_resolver("gradlab_sweep_dir", claim_sweep_dir, use_cache=True)
     if not OmegaConf.has_resolver("gradlab_job_dir"):
-        OmegaConf.register_new_resolver("gradlab_job_dir", job_dir_name)
+        OmegaConf.register_new_resolver("gradlab_job_dir", claim_job_dir, use_cache=True)
 
 
 class SweepSummary(Callback):
     """A Hydra callback: at the end of a sweep (-m), a table of its jobs and the best one by the
-    sweep's objective (val/loss, lowest first), printed and written as sweep_summary.csv."""
+    sweep's objective (val/loss, lowest first), printed within 80 columns and written as
+    sweep_summary.csv.
+
+    The best is chosen among the jobs that converged (train loss within CONVERGED of the model's
+    best fit on its training split, where one is known): a job still on its way can score a lower
+    val/loss on a small validation split by chance (README, "Sweeps"), and naming it would be the
+    wrong answer. Such a job is named in a note instead.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        if not sys.stderr.isatty():
+            # Optuna colours its log lines whatever the stream (colorlog without a stream); piped to a
+            # file they would be escape codes. NO_COLOR is the convention colorlog honours.
+            os.environ.setdefault("NO_COLOR", "1")
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        sweep = Path(config.hydra.sweep.dir)
-        rows = []
-        for path in sorted(sweep.glob(f"*/{RESULT}"), key=lambda p: _job_number(p.parent.name)):
-            try:
-                result = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue
-            rows.append({"job": path.parent.name.split("_", 1)[0], **result})
+        sweep = Path(str(config.hydra.sweep.dir))
+        rows = _rows(sweep)
         if not rows:
             return
-        direction = OmegaConf.select(config, "hydra.sweeper.direction", default="minimize")
-        worst = float("inf") if direction != "maximize" else float("-inf")
-        finished = [r for r in rows if r.get("status") == "finished" and _finite(r.get("val_loss"))]
-        best = (min if direction != "maximize" else max)(finished, key=lambda r: r["val_loss"], default=None)
-        columns = ["job", "overrides", "status", "train_loss", "val_loss"]
-        table = [[str(r.get(c, "")) if c in ("job", "overrides", "status") else _formatted(r.get(c, worst))
-                  for c in columns] for r in rows]
-        widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(columns)]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
-        lines += ["  ".join(v.ljust(w) for v, w in zip(t, widths)) for t in table]
-        print("gradlab: sweep summary (train_loss: after the last update; val_loss: the sweep's objective)")
-        print("\n".join("  " + line for line in lines))
+        minimize = OmegaConf.select(config, "hydra.sweeper.direction", default="minimize") != "maximize"
+        best, fastest = _verdict(rows, minimize)
+        columns = ["status", "train_loss", "optimum", "val_loss"]
+        cells = [[r["status"], _formatted(r.get("train_loss")), _formatted(r.get("best_fit_loss")),
+                  _formatted(r.get("val_loss"))] for r in rows]
+        widths = [max(len(c), *(len(t[i]) for t in cells)) for i, c in enumerate(columns)]
+        job_width = max(3, min(max(len(r["job"]) for r in rows), 76 - sum(w + 2 for w in widths) - 1))
+        lines = ["  ".join([_cut(job, job_width).ljust(job_width), *(v.ljust(w) for v, w in zip(values, widths))])
+                 for job, values in [("job", columns), *((r["job"], t) for r, t in zip(rows, cells))]]
+        print(f"gradlab: sweep {sweep}")
+        print("\n".join("  " + line.rstrip() for line in lines))
+        print("  (optimum: the best fit's train loss; converged: train loss within 1% of it)")
         if best is not None:
-            print(f"gradlab: best by val/loss: job {best['job']} ({best.get('overrides') or 'defaults'}), "
+            print(f"gradlab: best by val/loss among converged jobs:\n  {_cut(best['job'], 76)}: "
                   f"val/loss {_formatted(best['val_loss'])}, train loss {_formatted(best.get('train_loss'))}")
-            fitted = min((r for r in finished if _finite(r.get("train_loss"))), key=lambda r: r["train_loss"])
-            if fitted is not best and direction != "maximize":
-                print(f"gradlab: note: job {fitted['job']} fits the training data best (train loss "
-                      f"{_formatted(fitted['train_loss'])}); val/loss of a small validation split can rank "
-                      "runs otherwise by chance (README, \"Sweeps\")")
+        else:
+            print("gradlab: no job converged (train loss within 1% of the optimum): train longer "
+                  "(trainer.max_epochs) before comparing val/loss")
+        if fastest is not None:
+            lower = _formatted(fastest["val_loss"])
+            print(f"gradlab: note: {_cut(fastest['job'], 30)} has a lower val/loss ({lower})\n  but has not "
+                  "converged: on a small validation split that is chance\n  (README, \"Sweeps\")")
         out = sweep / "sweep_summary.csv"
         with atomic_file(out, "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow([*columns, "best"])
-            for r, t in zip(rows, table):
-                writer.writerow([*t, "yes" if r is best else ""])
-        print(f"gradlab: sweep summary written to {out}")
+            writer.writerow(["job", "overrides", *columns, "converged", "best"])
+            for r, t in zip(rows, cells):
+                writer.writerow([r["job"], _six_digits(r.get("overrides", "")), *t,
+                                 {True: "yes", False: "no", None: ""}[_converged(r)], "yes" if r is best else ""])
+        print(f"gradlab: summary written to {out}")
 
 
-def _job_number(name: str) -> int:
-    head = name.split("_", 1)[0]
-    return int(head) if head.isdigit() else 1 << 30
+CONVERGED = 0.01  # a train loss within 1% of the best fit's counts as converged
+
+
+def _rows(sweep: Path) -> list[dict]:
+    """Each job's result.json, with its folder name as `job`, in the order the jobs ran."""
+    rows = []
+    for path in sweep.glob(f"*/{RESULT}"):
+        try:
+            result = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        rows.append({**result, "job": path.parent.name, "status": str(result.get("status", ""))})
+    return sorted(rows, key=lambda r: (r.get("job_num") if isinstance(r.get("job_num"), int) else 1 << 30,
+                                       r["job"]))
+
+
+def _converged(row: dict) -> bool | None:
+    """Whether the job's final train loss is within CONVERGED of its best fit's (None: no best fit known)."""
+    loss, best = row.get("train_loss"), row.get("best_fit_loss")
+    if not (_finite(loss) and _finite(best)):
+        return None
+    return loss - best <= CONVERGED * abs(best) + 1e-6
+
+
+def _verdict(rows: list[dict], minimize: bool) -> tuple[dict | None, dict | None]:
+    """The best finished job by val/loss among those that converged (or whose convergence is unknown),
+    and the job that would have won had convergence been ignored, when that is another one."""
+    finished = [r for r in rows if r["status"] == "finished" and _finite(r.get("val_loss"))]
+    pick = min if minimize else max
+    best = pick((r for r in finished if _converged(r) is not False), key=lambda r: r["val_loss"], default=None)
+    anyway = pick(finished, key=lambda r: r["val_loss"], default=None)
+    return best, (anyway if anyway is not best and minimize else None)
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "~"
+
+
+def _six_digits(overrides: str) -> str:
+    """Overrides with each float value to 6 significant digits."""
+    return " ".join(f"{k}={short_value(v)}" if "=" in o else o
+                    for o in str(overrides).split() for k, _, v in [o.partition("=")])
 
 
 def _finite(value: Any) -> bool:

@@ -27,11 +27,11 @@ def start(overrides: str, model: L.LightningModule, trainer: L.Trainer) -> str:
     device = trainer.strategy.root_device
     where = f"{device.type}" + (f":{device.index}" if device.index is not None else "")
     if device.type == "cpu":
-        where += f", {torch.get_num_threads()} threads"
+        where += f", {_count(torch.get_num_threads(), 'thread')}"
     if trainer.world_size > 1:
         where += f", {trainer.world_size} processes"
     return (f"gradlab: overrides: {overrides or 'none (the defaults of conf/train.yaml)'}\n"
-            f"gradlab: {type(model).__name__}, {n_params:,} parameters, on {where}")
+            f"gradlab: {type(model).__name__}, {_count(n_params, 'parameter')}, on {where}")
 
 
 def predictions(when: str, model: L.LightningModule, x: torch.Tensor, shown: list[str]) -> str:
@@ -45,8 +45,10 @@ def predictions(when: str, model: L.LightningModule, x: torch.Tensor, shown: lis
     return "\n".join(f"Prediction {when}: f({v}) = {float(p):.8g}" for v, p in zip(shown, y))
 
 
-def final(model, dm, trainer: L.Trainer, metrics: dict, best: dict | None, run_dir: Path, seconds: float) -> str:
-    """The end of a run. `best`: the model's best fit on the training split (None: no finite optimum)."""
+def final(model, dm, trainer: L.Trainer, metrics: dict, best: dict | None, run_dir: Path, seconds: float,
+          first_epoch: int = 0) -> str:
+    """The end of a run. `best`: the model's best fit on the training split (None: no finite optimum);
+    `first_epoch`: the epochs a continued checkpoint had done already."""
     score = "test/accuracy" if model.task == "classification" else "test/r2"
     if model.coefficients() is None:  # a hidden layer: no coefficients, no convex optimum
         lines = _network(model, dm, metrics)
@@ -54,7 +56,7 @@ def final(model, dm, trainer: L.Trainer, metrics: dict, best: dict | None, run_d
         lines = _classifier(model, dm, metrics, best)
     else:
         lines = _regressor(model, metrics, best)
-    return "\n".join(lines + _ending(trainer, seconds, metrics, score, run_dir))
+    return "\n".join(lines + _ending(trainer, seconds, metrics, score, run_dir, first_epoch))
 
 
 def _regressor(model, metrics: dict, best: dict | None) -> list[str]:
@@ -118,12 +120,20 @@ def _network(model, dm, metrics: dict) -> list[str]:
     return lines
 
 
-def _ending(trainer: L.Trainer, seconds: float, metrics: dict, score: str, run_dir: Path) -> list[str]:
+def _ending(trainer: L.Trainer, seconds: float, metrics: dict, score: str, run_dir: Path,
+            first_epoch: int = 0) -> list[str]:
     """The last lines of every report, each short enough for 80 columns: how long, the held-out
     numbers (`score`: the model's test metric beside its loss), the run and how to look at it."""
     shown = ", ".join(f"{k} {metrics[k]:.6g}" for k in ("val/loss", "test/loss", score) if k in metrics)
-    return [f"gradlab: finished {trainer.current_epoch} epochs in {seconds:.1f} s", f"gradlab: {shown}",
+    ran = trainer.current_epoch - first_epoch
+    epochs = (f"{ran} more epochs ({first_epoch + 1} to {trainer.current_epoch})" if first_epoch
+              else f"{trainer.current_epoch} epochs")
+    return [f"gradlab: finished {epochs} in {seconds:.1f} s", f"gradlab: {shown}",
             f"gradlab: run dir {run_dir}", f"gradlab: see it with: tensorboard --logdir {run_dir.parent.parent}"]
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
 
 
 def _loss_text(loss: float) -> str:

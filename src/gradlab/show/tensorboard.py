@@ -25,7 +25,8 @@ from torch import Tensor
 # Always in HParams, next to what the command line changed: what a reader compares runs by.
 FIXED = ("experiment", "data", "model", "model.optimization", "optimizer", "optimizer.lr",
          "trainer.max_epochs", "data.batch_size")
-NOT_HPARAMS = ("root_dir", "name", "print_config", "resume", "ckpt_path", "predict_x", "hydra.", "callbacks.")
+NOT_HPARAMS = ("root_dir", "name", "print_config", "resume", "ckpt_path", "predict_x", "threads", "hydra.",
+               "callbacks.")
 MAX_HPARAMS = 15  # HParams shows every key as a column; past this a row no longer fits a screen
 
 
@@ -61,15 +62,28 @@ class EpochlessTensorBoardLogger(loggers.TensorBoardLogger):
 
 
 def hparams(cfg: DictConfig, choices: Mapping[str, str], overrides: list[str]) -> dict[str, Any]:
-    """The HParams row of a run: the fixed keys, then each key the command line set, as TensorBoard
-    shows them well (class names short, true/false and null as words, lists as text)."""
+    """The HParams row of a run: `args`, the fixed keys, then each key the command line set, as
+    TensorBoard shows them well (class names short, true/false and null as words, lists as text).
+
+    `args` is what the command line changed, as a sweep job's folder names it (`lr=0.001
+    max_epochs=200`: keys by their last part, floats to 6 digits). TensorBoard ticks the first 5
+    columns whose values differ between the runs, by name; across a folder of many lessons `data`,
+    `experiment`, `model`, ... all differ and would take those places, but `args` sorts before any
+    config key, so what a sweep varied is always ticked, with the swept key's own column
+    (`optimizer.lr`) beside it for sorting and plots.
+    """
+    from gradlab.run.sweeps import short_value  # light: no torch
+
+    said = [o.partition("=") for o in overrides if not o.lstrip("+~").startswith(NOT_HPARAMS)]
+    last = [k.rsplit(".", 1)[-1] for k, _, _ in said]  # short as in a sweep job's folder name: lr=0.001
+    row: dict[str, Any] = {"args": " ".join(f"{short if last.count(short) == 1 else k}={short_value(v)}"
+                                            for (k, _, v), short in zip(said, last)) or "defaults"}
     keys = [k for k in FIXED if k in choices or OmegaConf.select(cfg, k, default="__absent__") != "__absent__"]
     for override in overrides:
         key = override.split("=", 1)[0].lstrip("+~")
         if key not in keys and not key.startswith(NOT_HPARAMS):
             keys.append(key)
-    row = {}
-    for key in keys[:MAX_HPARAMS]:
+    for key in keys[:MAX_HPARAMS - 1]:
         value = choices[key] if key in choices else OmegaConf.select(cfg, key, default=None)
         if OmegaConf.is_config(value):
             value = OmegaConf.to_container(value, resolve=True)
@@ -112,6 +126,20 @@ def write_summary(logger: loggers.TensorBoardLogger, row: dict[str, Any], metric
     writer.add_summary(start)
     writer.add_summary(end)
     writer.add_summary(text_summary("run/summary", text), step)
+    writer.close()
+
+
+def write_evaluation(run_dir: str, text: str, step: int) -> None:
+    """eval.py's numbers as a TEXT entry (`run/eval`) of the run itself, at the checkpoint's step.
+
+    Not as scalars: a test split evaluated once is a single dot per chart, and a `test` group sorts
+    above `train` in Time Series, so TensorBoard would open on it; nor in a folder of its own, which
+    would be one more run in every run list (TensorBoard selects none past about 40)."""
+    from torch.utils.tensorboard.summary import text as text_summary
+    from torch.utils.tensorboard.writer import FileWriter
+
+    writer = FileWriter(str(run_dir))  # an event file of its own; TensorBoard reads them all as one run
+    writer.add_summary(text_summary("run/eval", text), step)
     writer.close()
 
 
