@@ -235,8 +235,9 @@ def test_eval_that_cannot_write_its_log_prints_its_numbers_and_exits_2_naming_th
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # so a write past the limit fails instead of killing
 
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "eval.py")], cwd=work, capture_output=True,
-                          text=True, timeout=300, preexec_fn=full_disk, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    out = _refused(proc, f"cannot write {RUN}", "File too large", "The numbers above are computed")
+                          text=True, timeout=300, preexec_fn=full_disk,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    _refused(proc, f"cannot write {RUN}", "File too large", "The numbers above are computed")
     assert "test/loss (MSE)" in proc.stdout
 
 
