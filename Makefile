@@ -16,11 +16,11 @@ $(STAMP): pyproject.toml
 train: $(STAMP)  ## the journal's make_regression lesson, logged to lightning_logs/
 	$(BIN)/python scripts/train.py model=linear $(ARGS)
 
-test: $(STAMP)  ## the full test suite, slow end-to-end tests included (what CI runs)
-	$(BIN)/pytest -m "" $(ARGS)
+test: $(STAMP)  ## the full test suite, slow end-to-end tests included (what CI runs), on every core
+	$(BIN)/pytest -m "" -n auto --dist worksteal --durations=10 $(ARGS)
 
 test-fast: $(STAMP)  ## the quick suite only
-	$(BIN)/pytest $(ARGS)
+	$(BIN)/pytest -n auto --dist worksteal $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src scripts tests

@@ -6,6 +6,7 @@ Run: python scripts/benchmark.py                      # the journal task and mak
      python scripts/benchmark.py --workload feedforward --rounds 3   # lesson 13 on digits, and the DataLoader
      python scripts/benchmark.py --process --runs 5   # whole processes: train.py vs the journal script
      python scripts/benchmark.py --workload journal trainer.log_every_n_steps=1000   # what logging costs
+     python scripts/benchmark.py --workload csv       # reading a 1,000,000 x 11 CSV, against pandas.read_csv
      (or make benchmark ARGS="--rows 100000")
 
 Workloads (README "Speed"):
@@ -25,6 +26,13 @@ Workloads (README "Speed"):
   Plain: the lesson's loop (nn.Sequential, CrossEntropyLoss, Adam) on gradlab's shuffled batches;
   the floor: the same in a minimal LightningModule under Trainer(barebones=True); gradlab with the
   experiment's defaults; and gradlab with data.loader=dataloader, which must end at the very same loss.
+- csv (not part of "all"): writes a --rows x 11 numeric CSV (10 features and a target, 7
+  significant digits) and reads it, each read in a process of its own that has first imported
+  everything either side uses (torch, Lightning, gradlab, pyarrow, pandas): pandas.read_csv(path,
+  dtype="float32") alone, the yardstick, against gradlab's `data=csv` (CsvDataModule.setup: the
+  read, the split, the float32 tensors). Memory is the read's peak RSS minus the RSS right after
+  those imports, against the float32 data (rows x 11 x 4 bytes). With --train, gradlab then trains
+  one epoch on the file (data.batch_size=4096) and times it.
 Rounds are interleaved (plain, gradlab, plain, ...) and the table shows medians: the machine may
 be shared, so read the ratios. Both runs must end at the same training MSE (the script exits 1
 otherwise). Peak memory is the process's resident set (Linux VmHWM), reset before each run.
@@ -424,6 +432,109 @@ def _rows(name: str, what: str, n: int, rows: dict) -> list[dict]:
     return out
 
 
+# ---------------------------------------------------------------- a big CSV
+
+
+CSV_TARGETS = {"time": 1.5, "memory": 5.0}  # gradlab / pandas.read_csv; peak over imports / float32 data
+
+
+def write_csv(path: Path, n_rows: int, seed: int = 0) -> None:
+    """A numeric CSV of n_rows x 11 (x0..x9, y = a linear function of them plus noise), in blocks."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=10) * 10
+    with open(path, "w") as f:
+        f.write(",".join([f"x{i}" for i in range(10)] + ["y"]) + "\n")
+        for start in range(0, n_rows, 100_000):
+            x = rng.normal(size=(min(100_000, n_rows - start), 10)) * rng.choice([0.1, 1, 100], size=10)
+            y = x @ w + rng.normal(scale=20, size=len(x))
+            np.savetxt(f, np.column_stack([x, y]), fmt="%.7g", delimiter=",")
+
+
+def csv_child(side: str, path: str, train: bool) -> None:
+    """One read in this process (see the module docstring); prints a JSON line."""
+    import json
+
+    import lightning  # noqa: F401
+    import pandas as pd
+    import pyarrow.csv  # noqa: F401
+    import torch  # noqa: F401
+
+    from gradlab.lessons.data import CsvDataModule
+    from gradlab.run import recipe  # noqa: F401
+
+    baseline = rss_mb()
+    reset_peak()
+    started = time.perf_counter()
+    if side == "pandas":
+        rows = len(pd.read_csv(path, dtype="float32"))
+    else:
+        dm = CsvDataModule(path, "y")
+        dm.setup()
+        rows = sum(len(dm.splits[name][0]) for name in ("train", "val", "test"))
+    out = {"seconds": time.perf_counter() - started, "over_imports": peak_mb() - baseline, "rows": rows,
+           "imports_rss": baseline}
+    if train:
+        del dm
+        with tempfile.TemporaryDirectory() as root:
+            cfg = compose("data=csv", f"data.path={path}", "data.target=y", "data.batch_size=4096",
+                          "trainer.max_epochs=1", f"root_dir={root}")
+            started = time.perf_counter()
+            result = recipe.train(cfg)
+            out["train_seconds"] = time.perf_counter() - started
+            out["train_mse"] = result.metrics["train/final_loss"]
+            out["train_peak_over_imports"] = peak_mb() - baseline
+    print(json.dumps(out))
+
+
+def csv_workload(rounds: int, n_rows: int, train: bool) -> bool:
+    """Prints the csv workload's table; False where gradlab misses a target."""
+    import json
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "big.csv"
+        started = time.perf_counter()
+        write_csv(path, n_rows)
+        print(f"wrote {path.name}: {n_rows:,} x 11, {path.stat().st_size / 1e6:.0f} MB in "
+              f"{time.perf_counter() - started:.1f} s")
+        runs: dict[str, list[dict]] = {"pandas": [], "gradlab": []}
+        for i in range(rounds):
+            for side in ("pandas", "gradlab"):
+                child = [sys.executable, __file__, "--csv-child", side, str(path)]
+                child += ["--train"] if side == "gradlab" and train and i == 0 else []
+                proc = subprocess.run(child, capture_output=True, text=True,
+                                      env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+                if proc.returncode != 0:
+                    print(proc.stdout + proc.stderr)
+                    return False
+                runs[side].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    data_mb = n_rows * 11 * 4 / 2**20
+    print(f"\n| read of {n_rows:,} x 11 | seconds (median; all) | / pandas (target <= {CSV_TARGETS['time']}x) "
+          f"| peak RSS over imports MB | / float32 data {data_mb:.0f} MB (target <= {CSV_TARGETS['memory']}x) |")
+    print("|---|---|---|---|---|")
+    medians = {side: statistics.median(r["seconds"] for r in rs) for side, rs in runs.items()}
+    ok = True
+    for side, rs in runs.items():
+        over = max(r["over_imports"] for r in rs)
+        ratio, memory = medians[side] / medians["pandas"], over / data_mb
+        each = ", ".join(f"{r['seconds']:.2f}" for r in rs)
+        print(f"| {side} | {medians[side]:.2f} ({each}) | {ratio:.2f}x "
+              f"| {over:.0f} | {memory:.1f}x |")
+        if side == "gradlab":
+            ok = ratio <= CSV_TARGETS["time"] and memory <= CSV_TARGETS["memory"]
+    imported = statistics.median(r["imports_rss"] for rs in runs.values() for r in rs)
+    print(f"RSS right after the imports: {imported:.0f} MB")
+    trained = [r for r in runs["gradlab"] if "train_seconds" in r]
+    if trained:
+        r = trained[0]
+        print(f"train.py data=csv data.batch_size=4096 trainer.max_epochs=1 (in process, read included): "
+              f"{r['train_seconds']:.1f} s, final train MSE {r['train_mse']:.4g}, peak RSS over imports "
+              f"{r['train_peak_over_imports']:.0f} MB")
+    print("targets " + ("met" if ok else "NOT met"))
+    return ok
+
+
 # ---------------------------------------------------------------- whole processes
 
 
@@ -537,12 +648,14 @@ def report(table: list[dict]) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--workload", choices=["journal", "large", "feedforward", "all"], default="all",
-                        help="all: journal and large; feedforward (lesson 13 on digits) on its own")
+    parser.add_argument("--workload", choices=["journal", "large", "feedforward", "all", "csv"], default="all",
+                        help="all: journal and large; feedforward (lesson 13 on digits) and csv on their own")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved repeats (medians are shown)")
     parser.add_argument("--epochs", type=int, default=None,
                         help="epochs (>= 4): journal 1000 by default, feedforward 20")
-    parser.add_argument("--rows", type=int, default=1_000_000, help="large workload: make_regression rows")
+    parser.add_argument("--rows", type=int, default=1_000_000, help="large and csv workloads: rows")
+    parser.add_argument("--train", action="store_true", help="csv workload: also train one epoch on the file")
+    parser.add_argument("--csv-child", nargs=2, metavar=("SIDE", "PATH"), help=argparse.SUPPRESS)
     parser.add_argument("--features", type=int, default=100, help="large workload: columns")
     parser.add_argument("--batch-size", type=int, default=1024, help="large workload: batch size")
     parser.add_argument("--threads", type=int, default=None,
@@ -554,6 +667,11 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*",
                         help="Hydra overrides for gradlab's runs, e.g. trainer.check_val_every_n_epoch=10")
     args = parser.parse_args()
+    if args.csv_child:
+        csv_child(*args.csv_child, args.train)
+        return
+    if args.workload == "csv":
+        sys.exit(0 if csv_workload(args.rounds, args.rows, args.train) else 1)
     if args.process:
         processes(args.runs, args.long_epochs)
         return

@@ -46,6 +46,7 @@ def test_standardisation_uses_the_training_splits_mean_and_std_only(data, tmp_pa
         x = x * [1.0, 10.0, 0.1] + [0.0, 50.0, -3.0]  # columns far from mean 0, std 1
         np.savetxt(path, np.c_[x, y], delimiter=",", header="a,b,c,y", comments="", fmt="%.17g")
         dm = CsvDataModule(str(path), "y", standardize=True, seed=9)
+        x = x.astype(np.float32).astype(np.float64)  # a CSV's numbers are stored as float32, as they are read
     dm.setup()
     fractions = (dm.val_fraction, dm.test_fraction)
     scaler = StandardScaler().fit(x[seeded_rows(len(x), 9, *fractions)["train"]])

@@ -359,7 +359,7 @@ def _scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 @pytest.mark.slow
 def test_after_kill_9_and_resume_tensorboard_shows_every_step_once(tmp_path):
-    epochs = ["trainer.max_epochs=100"]  # long enough to be killed soon after its first checkpoint (epoch 2)
+    epochs = ["trainer.max_epochs=40"]  # long enough to be killed soon after its first checkpoint (epoch 2)
     whole = run_script("train.py", *LONG, *epochs, "name=whole", cwd=tmp_path)
     assert whole.returncode == 0, whole.stderr
     killed = _start(tmp_path, *epochs, "name=killed")

@@ -147,7 +147,8 @@ def test_optuna_search_writes_the_best_trials_parameters_and_val_loss(tmp_path):
 
 @pytest.mark.slow
 def test_ddp_on_two_cpu_processes_ends_with_the_weights_of_one_process(tmp_path):
-    proc = run_script("train.py", "trainer=ddp_cpu", "trainer.max_epochs=30", cwd=tmp_path)
+    proc = run_script("train.py", "trainer=ddp_cpu", "trainer.max_epochs=30", cwd=tmp_path,
+                      fresh=True)  # DDP: a new interpreter (torch threads do not survive a fork)
     assert proc.returncode == 0, proc.stderr
     run_dir = tmp_path / "lightning_logs" / "default" / "version_0"
     assert _everything_under(tmp_path) == {"lightning_logs", "lightning_logs/default",
@@ -164,7 +165,7 @@ def test_ddp_on_two_cpu_processes_ends_with_the_weights_of_one_process(tmp_path)
 @pytest.mark.slow
 def test_sweep_with_ddp_runs_each_job_once_without_stray_dirs(tmp_path):
     proc = run_script("train.py", "-m", "trainer=ddp_cpu", "optimizer.lr=0.01,0.1", "trainer.max_epochs=10",
-                      "print_config=false", cwd=tmp_path)
+                      "print_config=false", cwd=tmp_path, fresh=True)  # DDP: a new interpreter
     assert proc.returncode == 0, proc.stderr
     (sweep,) = (tmp_path / "lightning_logs" / "default").glob("sweep-*")  # the workers made none
     assert _everything_under(tmp_path) == {

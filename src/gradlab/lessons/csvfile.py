@@ -2,10 +2,20 @@
 
 Every bad input is a DataError naming the file, the line an editor shows it on, the column and
 what is allowed. One definition of a CSV number (`number`) serves every reader.
+
+Two readers, one result. The fast read (`fast_columns`: pyarrow's multi-threaded C++ parser, only
+the columns used, each parsed to float64 and then cast to float32, as `number`'s float is) knows
+no line numbers, so it never refuses anything: at the first doubt (a parse or conversion error, a
+quote, a NUL byte, text that is not UTF-8, a NaN, an infinity, a value beyond float32, fewer than 2
+rows) it gives up, and the serial pass (`read_table` + `numeric_columns`, the csv module and
+`number` cell by cell) reads the file again and names the line and column, or, for a number only
+`number` accepts (`1_000`, non-ASCII digits), returns the same values. `tests/test_csv_readers.py`
+holds the two to the same values or the same refusal.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import difflib
 import math
@@ -13,6 +23,8 @@ import re
 from pathlib import Path
 
 import numpy as np
+
+SCAN_BLOCK = 1 << 24  # bytes a time when scanning a file for what only the serial pass reads right
 
 
 class DataError(ValueError):
@@ -46,8 +58,14 @@ def number(cell: str, where: str) -> float:
 
 
 def read_csv(path: str, target: str, features: list[str] | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Reads a numeric CSV into (X, y, the feature columns' names), naming the file, row and column
-    of anything bad."""
+    """Reads a numeric CSV into (X, y, the feature columns' names) as float32, naming the file, row
+    and column of anything bad."""
+    if features is None or (target not in features and len(set(features)) == len(features)):
+        found = fast_columns(path, lambda header: [target] + (
+            features if features is not None else [h for h in header if h != target]))
+        if found is not None and found[1].shape[1] >= 2:
+            wanted, data, _ = found
+            return data[:, 1:], data[:, 0], wanted[1:]
     header, numbered = read_table(path, "data.path")
     if features is not None:
         if target in features:
@@ -64,6 +82,84 @@ def read_csv(path: str, target: str, features: list[str] | None) -> tuple[np.nda
         raise DataError(f"{path}: {found}; at least 2 data rows are needed to fit a line")
     data = numeric_columns(path, header, numbered, wanted)
     return data[:, 1:], data[:, 0], wanted[1:]
+
+
+def fast_columns(path: str, choose, labels: str | None = None, min_rows: int = 2):
+    """The fast read: (the columns `choose(header)` names, their values as float32 (rows, columns),
+    the `labels` column's cells as a pyarrow string column or None), or None wherever the serial pass
+    must decide.
+
+    Nothing here raises a DataError: a file it cannot read cleanly is the serial pass's to report.
+    """
+    try:
+        header, skip = read_header(path)
+        if header is None or not plain(path):
+            return None
+        wanted = list(choose(header))
+        if not wanted or any(c not in header for c in wanted + ([labels] if labels else [])):
+            return None
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        names = [str(i) for i in range(len(header))]  # by position: the file's own names are checked above
+        used = [names[header.index(c)] for c in wanted]
+        types = {name: pa.float64() for name in used}  # float64, then float32: as number()'s float is
+        if labels:
+            types[names[header.index(labels)]] = pa.string()
+        table = pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(column_names=names, skip_rows=skip),
+            parse_options=pacsv.ParseOptions(quote_char=False),  # plain(): there are no quotes
+            convert_options=pacsv.ConvertOptions(column_types=types, include_columns=list(types),
+                                                 null_values=[], strings_can_be_null=False),
+        )
+    except (OSError, ValueError, csv.Error):  # pyarrow.ArrowInvalid and UnicodeDecodeError are ValueErrors
+        return None
+    if table.num_rows < min_rows:
+        return None
+    data = np.empty((len(used), table.num_rows), dtype=np.float32)  # a column a row: each written whole
+    for j, name in enumerate(used):
+        start = 0
+        for chunk in table.column(name).chunks:
+            values = chunk.to_numpy(zero_copy_only=True)  # float64, no copy
+            if not np.isfinite(values).all() or np.abs(values).max(initial=0) > FLOAT32_MAX:
+                return None
+            data[j, start : start + len(values)] = values  # float64 to float32, as number()'s float is
+            start += len(values)
+    text = table.column(names[header.index(labels)]) if labels else None
+    del table
+    pa.default_memory_pool().release_unused()
+    data = data.T  # (rows, columns), a view
+    return wanted, data, text
+
+
+def read_header(path: str) -> tuple[list[str] | None, int]:
+    """The header as read_table reads it (None if it would refuse it), and the lines up to it."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        for row in reader:
+            if any(cell.strip() for cell in row):
+                header = [h.strip() for h in row]
+                try:
+                    _check_header(path, header)
+                except DataError:
+                    return None, 0
+                return header, reader.line_num
+    return None, 0
+
+
+def plain(path: str) -> bool:
+    """Whether the file is UTF-8 without quotes or NUL bytes: where a plain split at commas and line
+    ends reads it cell for cell as the csv module does."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    with open(path, "rb") as f:
+        while block := f.read(SCAN_BLOCK):
+            if b'"' in block or b"\0" in block:
+                return False
+            if not block.isascii():
+                decoder.decode(block)  # a UnicodeDecodeError: not UTF-8
+        decoder.decode(b"", final=True)
+    return True
 
 
 def read_table(path: str, key: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
@@ -103,9 +199,9 @@ def require_column(path: str, header: list[str], col: str, key: str) -> int:
 
 def numeric_columns(path: str, header: list[str], numbered: list[tuple[int, list[str]]],
                     wanted: list[str]) -> np.ndarray:
-    """The `wanted` columns of the rows as float64, (rows, len(wanted)); a bad cell is named."""
+    """The `wanted` columns of the rows as float32, (rows, len(wanted)); a bad cell is named."""
     cols = [header.index(c) for c in wanted]
-    data = np.empty((len(numbered), len(cols)), dtype=np.float64)
+    data = np.empty((len(numbered), len(cols)), dtype=np.float32)  # each float rounded once, as the fast read's
     for i, (line, row) in enumerate(numbered):
         if len(row) != len(header):
             raise DataError(f"{path}, line {line}: {len(row)} cells, but the header has {len(header)}")
@@ -148,6 +244,30 @@ def labels_of(path: str, header: list[str], numbered: list[tuple[int, list[str]]
     classes = sorted(set(values))
     position = {c: i for i, c in enumerate(classes)}
     return np.array([position[v] for v in values]), classes
+
+
+def fast_labelled(path: str, target: str, features: list[str] | None):
+    """data=labelled_csv's fast read: (X float32, each row's class index, the classes, the feature
+    columns), as the serial pass and labels_of give them, or None where the serial pass must decide."""
+    if features is not None and (not features or target in features):
+        return None
+    found = fast_columns(path, lambda header: features if features is not None else
+                         [h for h in header if h != target], labels=target)
+    if found is None:
+        return None
+    wanted, x, cells = found
+    encoded = cells.combine_chunks().dictionary_encode()  # each distinct cell once, as labels_of reads it
+    distinct = [cell.strip() for cell in encoded.dictionary.to_pylist()]
+    if not all(distinct):
+        return None  # an empty label: the serial pass names its line
+    try:
+        values = [int(c) for c in distinct]
+    except ValueError:
+        values = distinct
+    classes = sorted(set(values))
+    position = {c: i for i, c in enumerate(classes)}
+    index = np.array([position[v] for v in values], dtype=np.int64)[encoded.indices.to_numpy()]
+    return x, index, classes, wanted
 
 
 def check_known_labels(path: str, header: list[str], numbered: list[tuple[int, list[str]]], column: str,

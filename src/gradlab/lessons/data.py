@@ -19,7 +19,15 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from gradlab.lessons.csvfile import DataError, labels_of, numeric_columns, read_csv, read_table, require_column
+from gradlab.lessons.csvfile import (
+    DataError,
+    fast_labelled,
+    labels_of,
+    numeric_columns,
+    read_csv,
+    read_table,
+    require_column,
+)
 
 
 class EpochShuffle:
@@ -551,7 +559,7 @@ class ClassificationDataModule(TensorDataModule):
             raise DataError(f"model=logistic tells 2 classes apart, but the label column {self.label_column!r} "
                             f"holds {len(classes)}: {classes}; use model=softmax for more than 2")
         self.classes = list(classes)
-        return np.asarray(x, dtype=np.float64), np.asarray(index)
+        return np.asarray(x), np.asarray(index)  # a CSV's float32 stays float32
 
     def targets(self, index: np.ndarray) -> Tensor:
         if self.labels == "binary":
@@ -633,6 +641,10 @@ class LabelledCsvDataModule(ClassificationDataModule):
         self.save_hyperparameters(logger=False)
 
     def load_classes(self) -> tuple[np.ndarray, np.ndarray, list]:
+        found = fast_labelled(self.path, self.target, self.features)  # None: the serial pass below decides
+        if found is not None:
+            x, index, classes, self.feature_names = found
+            return x, index, classes
         header, numbered = read_table(self.path, "data.path")
         require_column(self.path, header, self.target, "data.target")
         if self.features is not None and self.target in self.features:
