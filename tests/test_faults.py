@@ -348,8 +348,9 @@ def test_a_second_writer_of_a_run_in_use_is_refused_naming_the_holder(tmp_path):
         holder.kill()
         holder.communicate()
     # the lock went with the killed process: the run can be continued
-    again = run_script("train.py", *LONG, "trainer.max_epochs=3", "resume=true", cwd=tmp_path)
-    assert again.returncode == 0 and "finished 3 epochs" in again.stdout, again.stdout + again.stderr
+    last = RUN0 / "checkpoints" / "last.ckpt"
+    again = run_script("train.py", *LONG, "trainer.max_epochs=3", f"ckpt_path={last}", cwd=tmp_path)
+    assert again.returncode == 0 and f"continuing {RUN0} from epoch 2" in again.stdout, again.stdout + again.stderr
 
 
 def _scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
