@@ -20,9 +20,6 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from gradlab.run.files import atomic_file
-from gradlab.run.rundirs import RESULT
-
 
 class RefuseBeforeTheSweep(Callback):
     """A Hydra callback: a sweep (-m) is checked before Hydra creates its folder, so a refused value
@@ -213,6 +210,8 @@ class SweepSummary(Callback):
             lower = _formatted(fastest["val_loss"])
             print(f"gradlab: note: {_cut(fastest['job'], 30)} has a lower val/loss ({lower})\n  but has not "
                   "converged: on a small validation split that is chance\n  (README, \"Sweeps\")")
+        from gradlab.run.files import atomic_file  # here: a script imports this module before any check
+
         out = sweep / "sweep_summary.csv"
         with atomic_file(out, "w", newline="") as f:
             writer = csv.writer(f)
@@ -228,6 +227,8 @@ CONVERGED = 0.01  # a train loss within 1% of the best fit's counts as converged
 
 def _rows(sweep: Path) -> list[dict]:
     """Each job's result.json, with its folder name as `job`, in the order the jobs ran."""
+    from gradlab.run.rundirs import RESULT
+
     rows = []
     for path in sweep.glob(f"*/{RESULT}"):
         try:
