@@ -21,7 +21,7 @@ class ConfigError(ValueError):
 
 NOTHING_RAN = "Nothing was run and no run directory was created."
 # keys the recipe fills in from the data; a config that sets them would clash with it
-SUPPLIED = ("model.n_features", "model.n_classes", "data.labels")
+SUPPLIED = ("model.n_features", "model.n_classes", "model.image_shape", "data.labels")
 
 
 def check(cfg: DictConfig, source: str | None = None) -> None:
@@ -36,7 +36,7 @@ def check(cfg: DictConfig, source: str | None = None) -> None:
         plain = dict(sorted(plain.items(), key=lambda item: isinstance(item[1], dict)))  # seed=-1 before data.seed
         check_targets(plain)
         kind = (schema.TrainRun if "trainer" in plain else schema.EvalRun if "data_path" in plain
-                else schema.PredictRun)
+                else schema.PredictRun if "x" in plain else schema.ExportRun)
         try:
             msgspec.convert(plain, kind)
         except msgspec.ValidationError as e:

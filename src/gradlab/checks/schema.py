@@ -185,7 +185,28 @@ class MLP(Node, tag="gradlab.lessons.mlp.MLP"):
     optimization: Optimization = "automatic"
 
 
-Model = LinearRegressor | LogisticClassifier | SoftmaxClassifier | MLP
+class CNN(Node, tag="gradlab.lessons.cnn.CNN"):
+    n_features: Count | None = None  # given by the recipe from the data; stored in checkpoints
+    n_classes: Annotated[int, Meta(ge=2)] | None = None  # given by the recipe from the data
+    image_shape: list[Count] | None = None  # given by the recipe from the data: (H, W) or (C, H, W)
+    channels: Annotated[list[Count], Meta(
+        min_length=1, description="a list of output channels, one convolution each (at least one), e.g. "
+                                  "model.channels=[6,16]")] = field(default_factory=lambda: [6, 16])
+    kernel_size: Annotated[int, Meta(ge=1, description="an integer >= 1, each convolution's kernel "
+                                                       "height and width, e.g. model.kernel_size=3")] = 3
+    padding: Every = 1
+    pool: Annotated[int, Meta(ge=1, description="an integer >= 1, the max-pooling window and stride after "
+                                                "each convolution (1: no pooling)")] = 2
+    hidden: Annotated[list[Count], Meta(
+        description="a list of the head's hidden widths, e.g. model.hidden=[120,84] ([] : one linear "
+                    "layer)")] = field(default_factory=lambda: [120, 84])
+    optimization: Annotated[Literal["automatic", "manual"], Meta(
+        description="'automatic' or 'manual' (the lesson's loop); there is no 'analytic' path for a CNN: "
+                    "backpropagation through a convolution written out by hand is past the course (use "
+                    "model=mlp for backprop written out)")] = "automatic"
+
+
+Model = LinearRegressor | LogisticClassifier | SoftmaxClassifier | MLP | CNN
 
 # --------------------------------------------------------------------------- optimizers (torch.optim)
 
@@ -290,8 +311,9 @@ class EpochProgress(Node, tag="gradlab.show.progress.EpochProgress"):
 
 class LessonLines(Node, tag="gradlab.show.lesson.LessonLines"):
     every_n_steps: Count = 100
-    style: Annotated[Literal["feedforward", "dataloader"], Meta(
-        description="'feedforward' (lesson 13's loss line) or 'dataloader' (lesson 09's batch shapes)")
+    style: Annotated[Literal["feedforward", "cnn", "dataloader"], Meta(
+        description="'feedforward' (lesson 13's loss line), 'cnn' (the same, then lesson 14's 'Finished "
+                    "Training') or 'dataloader' (lesson 09's batch shapes)")
                      ] = "feedforward"
 
 
@@ -353,3 +375,10 @@ class PredictRun(Where):
     input: Text | None = None
     output: Annotated[str, Meta(pattern=r"\S", description="the path of the CSV file to write")
                       ] = "predictions.csv"
+
+
+class ExportRun(Where):
+    """conf/export.yaml."""
+
+    output: Annotated[str, Meta(pattern=r"\S", description="null (model.pt in the run's folder) or the path "
+                                                           "of the file to write")] | None = None

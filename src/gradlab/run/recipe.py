@@ -133,11 +133,16 @@ def _data(cfg: DictConfig) -> L.LightningDataModule:
 
 
 def _model(cfg: DictConfig, dm: L.LightningDataModule) -> L.LightningModule:
-    """The model, with what the data decides: its number of features (and of classes, for softmax)."""
-    takes_classes = "n_classes" in inspect.signature(get_class(cfg.model._target_)).parameters
+    """The model, with what the data decides: its number of features (and of classes, for softmax; and
+    the image shape, for a CNN)."""
+    takes = inspect.signature(get_class(cfg.model._target_)).parameters
     classes = getattr(dm, "classes", None)  # none for numeric targets: a model fitting both then fits numbers
+    given = {"n_classes": len(classes)} if "n_classes" in takes and classes is not None else {}
+    if "image_shape" in takes:  # a CNN: the data's (H, W) or (C, H, W), None for rows that are no images
+        shape = getattr(dm, "image_shape", None)
+        given["image_shape"] = list(shape) if shape is not None else None
     return instantiate(cfg.model, n_features=dm.n_features, optimizer=instantiate(cfg.optimizer), _convert_="all",
-                       **({"n_classes": len(classes)} if takes_classes and classes is not None else {}))
+                       **given)
 
 
 def _run_dir(cfg: DictConfig, model: L.LightningModule, dm) -> RunDir:
