@@ -317,6 +317,13 @@ class LessonLines(Node, tag="gradlab.show.lesson.LessonLines"):
                      ] = "feedforward"
 
 
+class StepSchedule(Node, tag="gradlab.run.schedule.StepSchedule"):
+    step_size: Annotated[int, Meta(ge=1, description="an integer >= 1, the epochs between two decays, e.g. "
+                                                     "scheduler.step_size=7")] = 7
+    gamma: Annotated[float, Meta(gt=0, le=1, description="a number in (0, 1], the factor at each decay, e.g. "
+                                                         "scheduler.gamma=0.1")] = 0.1
+
+
 class Callbacks(Struct, kw_only=True, forbid_unknown_fields=True):
     """conf/callbacks/default.yaml: each callback by its name (~callbacks.NAME removes one)."""
 
@@ -353,6 +360,7 @@ class TrainRun(Where, kw_only=True):
     trainer: Trainer
     logger: TensorBoard | None = None
     callbacks: Callbacks | None = None
+    scheduler: StepSchedule | None = None
     seed: Seed = 42
     predict_x: Inputs = 5.0
     resume: bool = False

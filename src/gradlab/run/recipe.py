@@ -178,6 +178,8 @@ def _trainer(cfg: DictConfig, run: RunDir, board, stopper: GracefulStop) -> L.Tr
               resume.ApplyResumedLearningRate(resume.resumed_lr(cfg, run.is_new))]
     # the divergence guard first: it sees each step's loss before any callback logs or draws it
     callbacks = [DivergenceGuard(), *(instantiate(c) for c in (cfg.get("callbacks") or {}).values()), *always]
+    if cfg.get("scheduler"):  # scheduler=step: torch's StepLR, stepped every epoch, for any model
+        callbacks.append(instantiate(cfg.scheduler))
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a progress callback then
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     return instantiate(cfg.trainer, logger=board, callbacks=callbacks, default_root_dir=str(run.path),
