@@ -133,11 +133,12 @@ def feedforward_loop(x: Tensor, y: Tensor, hidden: list[int], activation: str, e
 
 def cnn_loop(x: Tensor, y: Tensor, image_shape: tuple[int, int, int], channels: list[int], kernel_size: int,
              padding: int, hidden: list[int], n_classes: int, epochs: int, batch_size: int, lr: float,
-             seed: int = 42) -> nn.Module:
+             seed: int = 42, start_from: list[Tensor] | None = None, freeze_features: bool = False) -> nn.Module:
     """The course's lesson 14 as written (ConvNet: conv, relu, max-pool 2 per convolution, then nn.Linear
     layers with relu between them; CrossEntropyLoss, SGD), on rows of pixels viewed as images; weights
     from PyTorch's default initialisation after torch.manual_seed(seed), layers created first to last.
-    Batches are consecutive rows (no shuffle). Returns the trained nn.Sequential."""
+    Batches are consecutive rows (no shuffle). `start_from`: the parameters to start from instead, in layer
+    order; `freeze_features`: the convolutions kept fixed. Returns the trained nn.Sequential."""
     torch.manual_seed(seed)
     c, h, w = image_shape
     layers: list[nn.Module] = [nn.Unflatten(1, image_shape)]
@@ -149,6 +150,13 @@ def cnn_loop(x: Tensor, y: Tensor, image_shape: tuple[int, int, int], channels: 
     for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:])):
         layers += [nn.Linear(n_in, n_out)] + ([nn.ReLU()] if i < len(widths) - 2 else [])
     model = nn.Sequential(*layers)
+    if start_from is not None:  # lesson 15: a trained model's weights, in layer order (weight, bias, ...)
+        with torch.no_grad():
+            for param, value in zip(model.parameters(), start_from, strict=True):
+                param.copy_(value)
+    for layer in model:
+        if freeze_features and isinstance(layer, nn.Conv2d):  # lesson 15: requires_grad = False
+            layer.requires_grad_(False)
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     for _ in range(epochs):

@@ -376,6 +376,8 @@ def check_arguments(cfg: DictConfig) -> None:
 
     from hydra.utils import get_object
 
+    from gradlab.checks import schema
+
     for path, node in _targets(cfg):
         target = node["_target_"]
         try:
@@ -391,7 +393,8 @@ def check_arguments(cfg: DictConfig) -> None:
             continue
         allowed = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
         for key in node:
-            if key not in _HYDRA_KEYS and key not in params:
+            recipes = path == "model" and key in schema.RECIPE_KEYS  # init_from, freeze: the recipe's
+            if key not in _HYDRA_KEYS and key not in params and not recipes:
                 raise ConfigError(
                     f"bad config key {path}.{key}: {target} takes no argument {key!r}. Allowed keys "
                     f"under {path}: {', '.join(a for a in allowed if a != 'self')}. Fix the spelling, or "

@@ -148,7 +148,20 @@ Data = (ToyData | RegressionData | DiabetesData | CsvData | BreastCancerData | W
 # --------------------------------------------------------------------------- models (gradlab.lessons)
 
 
-class LinearModel(Node):
+# keys under model that the recipe applies to the model it built (gradlab.run.transfer), no constructor's
+RECIPE_KEYS = ("init_from", "freeze")
+
+
+class Transferable(Node):
+    init_from: Annotated[str, Meta(pattern=r"\S", description="null or the path of a .ckpt file to start "
+                                                              "from (its weights; the optimiser starts fresh)")
+                         ] | None = None
+    freeze: Annotated[list[Text], Meta(description="a list of submodule names or parameter-name prefixes to "
+                                                   "keep fixed, e.g. model.freeze=[features]")
+                      ] = field(default_factory=list)
+
+
+class LinearModel(Transferable):
     n_features: Count | None = None  # given by the recipe from the data; stored in checkpoints
     bias: bool = True
     init: Init = "default"
@@ -167,7 +180,7 @@ class SoftmaxClassifier(LinearModel, tag="gradlab.lessons.classifiers.SoftmaxCla
     n_classes: Annotated[int, Meta(ge=2)] | None = None  # given by the recipe from the data
 
 
-class MLP(Node, tag="gradlab.lessons.mlp.MLP"):
+class MLP(Transferable, tag="gradlab.lessons.mlp.MLP"):
     n_features: Count | None = None  # given by the recipe from the data; stored in checkpoints
     n_classes: Annotated[int, Meta(ge=2)] | None = None  # given by the recipe from classified data
     hidden: Annotated[list[Count], Meta(
@@ -185,7 +198,7 @@ class MLP(Node, tag="gradlab.lessons.mlp.MLP"):
     optimization: Optimization = "automatic"
 
 
-class CNN(Node, tag="gradlab.lessons.cnn.CNN"):
+class CNN(Transferable, tag="gradlab.lessons.cnn.CNN"):
     n_features: Count | None = None  # given by the recipe from the data; stored in checkpoints
     n_classes: Annotated[int, Meta(ge=2)] | None = None  # given by the recipe from the data
     image_shape: list[Count] | None = None  # given by the recipe from the data: (H, W) or (C, H, W)

@@ -25,7 +25,7 @@ from gradlab.checks.checkpoint import check_fits, load_checkpoint
 from gradlab.checks.config import check, check_arguments
 from gradlab.lessons.csvfile import DataError
 from gradlab.lessons.data import input_rows
-from gradlab.run import resume, rundirs, signals
+from gradlab.run import resume, rundirs, signals, transfer
 from gradlab.run.checkpoints import (
     AtomicCheckpointIO,
     FlushLogsAtCheckpoint,
@@ -141,8 +141,16 @@ def _model(cfg: DictConfig, dm: L.LightningDataModule) -> L.LightningModule:
     if "image_shape" in takes:  # a CNN: the data's (H, W) or (C, H, W), None for rows that are no images
         shape = getattr(dm, "image_shape", None)
         given["image_shape"] = list(shape) if shape is not None else None
-    return instantiate(cfg.model, n_features=dm.n_features, optimizer=instantiate(cfg.optimizer), _convert_="all",
-                       **given)
+    arguments = OmegaConf.create({k: v for k, v in cfg.model.items() if k not in transfer.KEYS})
+    model = instantiate(arguments, n_features=dm.n_features, optimizer=instantiate(cfg.optimizer), _convert_="all",
+                        **given)
+    if cfg.model.get("init_from"):  # transfer learning (lesson 15): another run's weights, a fresh optimiser
+        transfer.init_from(model, cfg.model.init_from)
+        say(f"gradlab: the weights of {cfg.model.init_from}; the optimiser starts fresh")
+    if frozen := transfer.freeze(model, list(cfg.model.get("freeze") or [])):
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        say(f"gradlab: frozen {', '.join(frozen)}; {trainable:,} trainable parameters")
+    return model
 
 
 def _run_dir(cfg: DictConfig, model: L.LightningModule, dm) -> RunDir:
