@@ -68,3 +68,33 @@ def test_a_bad_transfer_is_refused_with_exit_2_naming_it_and_nothing_written(cas
         assert phrase in out, out
     assert "Traceback" not in out
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_keep_classes_selects_those_digits_relabelled_from_zero_with_the_courses_split():
+    import numpy as np
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    from gradlab.lessons.data import DigitsDataModule
+
+    dm = DigitsDataModule(keep_classes=[7, 5, 9])
+    dm.setup("fit")
+    X, y = load_digits(return_X_y=True)
+    rows = np.isin(y, [7, 5, 9])
+    relabelled = np.select([y[rows] == 7, y[rows] == 5, y[rows] == 9], [0, 1, 2])
+    x_train, x_test, y_train, y_test = train_test_split(X[rows], relabelled, test_size=0.2, random_state=1234)
+    assert dm.classes == ["7", "5", "9"]
+    torch.testing.assert_close(dm.splits["test"][0], torch.from_numpy(x_test / 16).float())
+    assert dm.splits["test"][1].tolist() == y_test.tolist()
+    assert dm.splits["train"][1].tolist() == y_train.tolist()
+
+
+def test_a_cnn_trains_on_five_digits_and_a_bad_selection_exits_2(tmp_path):
+    result = train(make_cfg(*SMALL, "data.keep_classes=[5,6,7,8,9]", "trainer.fast_dev_run=true",
+                            root_dir=tmp_path))
+    assert result.status == "finished"
+    (tmp_path / "bad").mkdir()
+    proc = run_script("train.py", *SMALL, "data.keep_classes=[5,5]", cwd=tmp_path / "bad")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "data.keep_classes=[5, 5]" in out and "Traceback" not in out, out
+    assert list((tmp_path / "bad").iterdir()) == []

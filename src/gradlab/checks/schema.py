@@ -139,7 +139,9 @@ class LabelledCsvData(Classes, kw_only=True, tag="gradlab.lessons.data.LabelledC
 
 
 class DigitsData(Classes, tag="gradlab.lessons.data.DigitsDataModule"):
-    pass
+    keep_classes: Annotated[list[Annotated[int, Meta(ge=0, le=9)]], Meta(
+        min_length=2, description="null (all ten digits) or a list of at least 2 digits 0 ... 9, relabelled "
+                                  "0, 1, ... in that order, e.g. data.keep_classes=[5,6,7,8,9]")] | None = None
 
 
 Data = (ToyData | RegressionData | DiabetesData | CsvData | BreastCancerData | WineData | IrisData
