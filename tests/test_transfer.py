@@ -98,3 +98,28 @@ def test_a_cnn_trains_on_five_digits_and_a_bad_selection_exits_2(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2 and "data.keep_classes=[5, 5]" in out and "Traceback" not in out, out
     assert list((tmp_path / "bad").iterdir()) == []
+
+
+def test_course_transfer_runs_four_trainings_and_prints_the_table_of_their_test_accuracy(tmp_path):
+    import json
+    import re
+
+    proc = run_script("train.py", "experiment=course_transfer", "trainer.max_epochs=1",
+                      "+trainer.limit_train_batches=30", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    runs = tmp_path / "lightning_logs"
+    assert sorted(p.name for p in runs.iterdir()) == ["course_transfer_all_layers", "course_transfer_from_scratch",
+                                                       "course_transfer_head_only", "course_transfer_pretrained"]
+    table = re.findall(r"^(all layers|head only|from scratch) +(\S+) % +(\d+) +([\d,]+)$", proc.stdout, re.M)
+    assert [row for row, *_ in table] == ["all layers", "head only", "from scratch"]
+    for row, accuracy, epochs, _ in table:
+        result = json.loads((runs / f"course_transfer_{row.replace(' ', '_')}" / "version_0" / "result.json")
+                            .read_text())
+        assert float(accuracy) == pytest.approx(100 * result["test_accuracy"], abs=0.01)
+        assert epochs == "1"
+    pretrained = _state(runs / "course_transfer_pretrained" / "version_0" / "checkpoints" / "last.ckpt")
+    head_only = _state(runs / "course_transfer_head_only" / "version_0" / "checkpoints" / "last.ckpt")
+    assert all(torch.equal(head_only[k], pretrained[k]) for k in pretrained if k.startswith("net.features."))
+    n_features = sum(v.numel() for k, v in pretrained.items() if k.startswith("net.features."))
+    n_all = sum(v.numel() for k, v in pretrained.items() if k.startswith("net."))
+    assert [int(t.replace(",", "")) for *_, t in table] == [n_all, n_all - n_features, n_all]

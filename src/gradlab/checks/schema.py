@@ -366,6 +366,14 @@ class Where(Struct, kw_only=True, forbid_unknown_fields=True):
                                                               "file")] | None = None
 
 
+class CourseTransfer(Struct, kw_only=True, forbid_unknown_fields=True):
+    """experiment=course_transfer's plan (gradlab.run.course)."""
+
+    pretrain_classes: Annotated[list[Annotated[int, Meta(ge=0, le=9)]], Meta(min_length=2)]
+    classes: Annotated[list[Annotated[int, Meta(ge=0, le=9)]], Meta(min_length=2)]
+    epochs: Count = 1
+
+
 class TrainRun(Where, kw_only=True):
     """conf/train.yaml."""
 
@@ -376,6 +384,7 @@ class TrainRun(Where, kw_only=True):
     logger: TensorBoard | None = None
     callbacks: Callbacks | None = None
     scheduler: StepSchedule | None = None
+    transfer: CourseTransfer | None = None  # experiment=course_transfer: four runs (gradlab.run.course)
     seed: Seed = 42
     predict_x: Inputs = 5.0
     resume: bool = False
