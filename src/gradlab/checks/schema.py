@@ -314,6 +314,10 @@ class WeightHistograms(Node, tag="gradlab.show.tensorboard.WeightHistograms"):
     min_values: Count = 11
 
 
+class ClassifierBoard(Node, tag="gradlab.show.tensorboard.ClassifierBoard"):
+    n_images: Count = 64
+
+
 class TrainingCurves(Node, tag="gradlab.show.tensorboard.TrainingCurves"):
     max_coefficients: Annotated[int, Meta(ge=0, description="an integer >= 0 (0: no w and b curves)")] = 10
 
@@ -349,6 +353,7 @@ class Callbacks(Struct, kw_only=True, forbid_unknown_fields=True):
     curves: TrainingCurves | None = None
     progress: EpochProgress | None = None
     lesson: LessonLines | None = None  # the course experiments': the lines the lesson's loop prints
+    board: ClassifierBoard | None = None  # lesson 16: an image grid and PR curves, for a classifier
 
 # --------------------------------------------------------------------------- what each script runs
 
