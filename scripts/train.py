@@ -24,11 +24,12 @@ sweeps.register_resolvers()  # the sweep job folder names of conf/train.yaml
 
 
 def _train(cfg: DictConfig) -> float:
+    from gradlab.run.course import transfer_lesson
     from gradlab.run.recipe import train  # heavy (torch, Lightning): only after the config is checked
     from gradlab.run.stopping import Diverged
 
     try:
-        result = train(cfg)
+        result = transfer_lesson(cfg) if cfg.get("transfer") else train(cfg)  # course_transfer: four runs
     except Diverged as e:
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             raise  # exit code 3

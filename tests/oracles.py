@@ -129,3 +129,41 @@ def feedforward_loop(x: Tensor, y: Tensor, hidden: list[int], activation: str, e
             loss.backward()
             opt.step()
     return model
+
+
+def cnn_loop(x: Tensor, y: Tensor, image_shape: tuple[int, int, int], channels: list[int], kernel_size: int,
+             padding: int, hidden: list[int], n_classes: int, epochs: int, batch_size: int, lr: float,
+             seed: int = 42, start_from: list[Tensor] | None = None, freeze_features: bool = False) -> nn.Module:
+    """The course's lesson 14 as written (ConvNet: conv, relu, max-pool 2 per convolution, then nn.Linear
+    layers with relu between them; CrossEntropyLoss, SGD), on rows of pixels viewed as images; weights
+    from PyTorch's default initialisation after torch.manual_seed(seed), layers created first to last.
+    Batches are consecutive rows (no shuffle). `start_from`: the parameters to start from instead, in layer
+    order; `freeze_features`: the convolutions kept fixed. Returns the trained nn.Sequential."""
+    torch.manual_seed(seed)
+    c, h, w = image_shape
+    layers: list[nn.Module] = [nn.Unflatten(1, image_shape)]
+    for c_out in channels:
+        layers += [nn.Conv2d(c, c_out, kernel_size, padding=padding), nn.ReLU(), nn.MaxPool2d(2, 2)]
+        c, h, w = c_out, (h + 2 * padding - kernel_size + 1) // 2, (w + 2 * padding - kernel_size + 1) // 2
+    layers.append(nn.Flatten())
+    widths = [c * h * w, *hidden, n_classes]
+    for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:])):
+        layers += [nn.Linear(n_in, n_out)] + ([nn.ReLU()] if i < len(widths) - 2 else [])
+    model = nn.Sequential(*layers)
+    if start_from is not None:  # lesson 15: a trained model's weights, in layer order (weight, bias, ...)
+        with torch.no_grad():
+            for param, value in zip(model.parameters(), start_from, strict=True):
+                param.copy_(value)
+    for layer in model:
+        if freeze_features and isinstance(layer, nn.Conv2d):  # lesson 15: requires_grad = False
+            layer.requires_grad_(False)
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    for _ in range(epochs):
+        for start in range(0, len(x), batch_size):
+            outputs = model(x[start : start + batch_size])  # forward pass
+            loss = criterion(outputs, y[start : start + batch_size])
+            optimizer.zero_grad()  # backward and optimize, as the lesson orders them
+            loss.backward()
+            optimizer.step()
+    return model

@@ -203,7 +203,7 @@ def _options(group: str) -> list[str]:
 def _composed_configs():
     """Every option of every group, and every experiment, as the command line would compose it."""
     csv = ["data.path=x.csv", "data.target=y"]
-    for group in ("data", "model", "optimizer", "trainer", "logger", "callbacks", "experiment"):
+    for group in ("data", "model", "optimizer", "trainer", "logger", "callbacks", "scheduler", "experiment"):
         for option in _options(group):
             yield f"{group}={option}", [f"{group}={option}", *(csv if option in ("csv", "labelled_csv") else [])]
 
@@ -234,7 +234,7 @@ def _schema_classes():
 
     for union in (schema.Data, schema.Model, schema.Optimizer):
         yield from union.__args__
-    yield from (schema.Trainer, schema.TensorBoard)
+    yield from (schema.Trainer, schema.TensorBoard, schema.StepSchedule)
     for field in msgspec.inspect.type_info(schema.Callbacks).fields:
         yield next(t.cls for t in field.type.types if hasattr(t, "cls"))
 
@@ -257,7 +257,7 @@ def test_the_schema_names_the_constructors_arguments(kind):
         params |= set(signature) - {"self", "args", "kwargs"}
         if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.values()):
             break
-    keys = {f.encode_name for f in info.fields} - {"_partial_"}
+    keys = {f.encode_name for f in info.fields} - {"_partial_", *schema.RECIPE_KEYS}  # the recipe's, not theirs
     if issubclass(kind, schema.Node) and info.tag.startswith("gradlab."):
         assert keys == params - {"optimizer"}
     else:

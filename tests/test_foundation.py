@@ -104,7 +104,8 @@ def test_help_and_cfg_job_answer_like_hydra(tmp_path):
     helped = run_script("train.py", "--help", cwd=tmp_path)
     assert helped.returncode == 0
     assert "data: breast_cancer, csv, diabetes, digits, iris, labelled_csv, regression, toy, wine" in helped.stdout
-    assert "model: linear, logistic, mlp, softmax" in helped.stdout
+    assert "model: cnn, linear, logistic, mlp, softmax" in helped.stdout
+    assert "scheduler: step" in helped.stdout
     job = run_script("train.py", "--cfg", "job", "data=toy", cwd=tmp_path)
     assert job.returncode == 0
     assert "_target_: gradlab.lessons.data.ToyDataModule" in job.stdout

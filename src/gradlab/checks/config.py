@@ -23,7 +23,7 @@ class ConfigError(ValueError):
 
 NOTHING_RAN = "Nothing was run and no run directory was created."
 # keys the recipe fills in from the data; a config that sets them would clash with it
-SUPPLIED = ("model.n_features", "model.n_classes", "data.labels")
+SUPPLIED = ("model.n_features", "model.n_classes", "model.image_shape", "data.labels")
 
 
 def check(cfg: DictConfig, source: str | None = None) -> None:
@@ -38,7 +38,8 @@ def check(cfg: DictConfig, source: str | None = None) -> None:
         plain = dict(sorted(plain.items(), key=lambda item: isinstance(item[1], dict)))  # seed=-1 before data.seed
         check_targets(plain)
         kind = (schema.TrainRun if "trainer" in plain else schema.EvalRun if "data_path" in plain
-                else schema.CompareRuns if "sort" in plain else schema.PredictRun)
+                else schema.CompareRuns if "sort" in plain else schema.PredictRun if "x" in plain
+                else schema.ExportRun)
         try:
             msgspec.convert(plain, kind)
         except msgspec.ValidationError as e:
@@ -378,6 +379,8 @@ def check_arguments(cfg: DictConfig) -> None:
 
     from hydra.utils import get_object
 
+    from gradlab.checks import schema
+
     for path, node in _targets(cfg):
         target = node["_target_"]
         try:
@@ -393,7 +396,8 @@ def check_arguments(cfg: DictConfig) -> None:
             continue
         allowed = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
         for key in node:
-            if key not in _HYDRA_KEYS and key not in params:
+            recipes = path == "model" and key in schema.RECIPE_KEYS  # init_from, freeze: the recipe's
+            if key not in _HYDRA_KEYS and key not in params and not recipes:
                 raise ConfigError(
                     f"bad config key {path}.{key}: {target} takes no argument {key!r}. Allowed keys "
                     f"under {path}: {', '.join(a for a in allowed if a != 'self')}. Fix the spelling, or "

@@ -140,7 +140,9 @@ class LabelledCsvData(Classes, kw_only=True, tag="gradlab.lessons.data.LabelledC
 
 
 class DigitsData(Classes, tag="gradlab.lessons.data.DigitsDataModule"):
-    pass
+    keep_classes: Annotated[list[Annotated[int, Meta(ge=0, le=9)]], Meta(
+        min_length=2, description="null (all ten digits) or a list of at least 2 digits 0 ... 9, relabelled "
+                                  "0, 1, ... in that order, e.g. data.keep_classes=[5,6,7,8,9]")] | None = None
 
 
 Data = (ToyData | RegressionData | DiabetesData | CsvData | BreastCancerData | WineData | IrisData
@@ -149,7 +151,20 @@ Data = (ToyData | RegressionData | DiabetesData | CsvData | BreastCancerData | W
 # --------------------------------------------------------------------------- models (gradlab.lessons)
 
 
-class LinearModel(Node):
+# keys under model that the recipe applies to the model it built (gradlab.run.transfer), no constructor's
+RECIPE_KEYS = ("init_from", "freeze")
+
+
+class Transferable(Node):
+    init_from: Annotated[str, Meta(pattern=r"\S", description="null or the path of a .ckpt file to start "
+                                                              "from (its weights; the optimiser starts fresh)")
+                         ] | None = None
+    freeze: Annotated[list[Text], Meta(description="a list of submodule names or parameter-name prefixes to "
+                                                   "keep fixed, e.g. model.freeze=[features]")
+                      ] = field(default_factory=list)
+
+
+class LinearModel(Transferable):
     n_features: Count | None = None  # given by the recipe from the data; stored in checkpoints
     bias: bool = True
     init: Init = "default"
@@ -168,7 +183,7 @@ class SoftmaxClassifier(LinearModel, tag="gradlab.lessons.classifiers.SoftmaxCla
     n_classes: Annotated[int, Meta(ge=2)] | None = None  # given by the recipe from the data
 
 
-class MLP(Node, tag="gradlab.lessons.mlp.MLP"):
+class MLP(Transferable, tag="gradlab.lessons.mlp.MLP"):
     n_features: Count | None = None  # given by the recipe from the data; stored in checkpoints
     n_classes: Annotated[int, Meta(ge=2)] | None = None  # given by the recipe from classified data
     hidden: Annotated[list[Count], Meta(
@@ -186,7 +201,28 @@ class MLP(Node, tag="gradlab.lessons.mlp.MLP"):
     optimization: Optimization = "automatic"
 
 
-Model = LinearRegressor | LogisticClassifier | SoftmaxClassifier | MLP
+class CNN(Transferable, tag="gradlab.lessons.cnn.CNN"):
+    n_features: Count | None = None  # given by the recipe from the data; stored in checkpoints
+    n_classes: Annotated[int, Meta(ge=2)] | None = None  # given by the recipe from the data
+    image_shape: list[Count] | None = None  # given by the recipe from the data: (H, W) or (C, H, W)
+    channels: Annotated[list[Count], Meta(
+        min_length=1, description="a list of output channels, one convolution each (at least one), e.g. "
+                                  "model.channels=[6,16]")] = field(default_factory=lambda: [6, 16])
+    kernel_size: Annotated[int, Meta(ge=1, description="an integer >= 1, each convolution's kernel "
+                                                       "height and width, e.g. model.kernel_size=3")] = 3
+    padding: Every = 1
+    pool: Annotated[int, Meta(ge=1, description="an integer >= 1, the max-pooling window and stride after "
+                                                "each convolution (1: no pooling)")] = 2
+    hidden: Annotated[list[Count], Meta(
+        description="a list of the head's hidden widths, e.g. model.hidden=[120,84] ([] : one linear "
+                    "layer)")] = field(default_factory=lambda: [120, 84])
+    optimization: Annotated[Literal["automatic", "manual"], Meta(
+        description="'automatic' or 'manual' (the lesson's loop); there is no 'analytic' path for a CNN: "
+                    "backpropagation through a convolution written out by hand is past the course (use "
+                    "model=mlp for backprop written out)")] = "automatic"
+
+
+Model = LinearRegressor | LogisticClassifier | SoftmaxClassifier | MLP | CNN
 
 # --------------------------------------------------------------------------- optimizers (torch.optim)
 
@@ -279,6 +315,10 @@ class WeightHistograms(Node, tag="gradlab.show.tensorboard.WeightHistograms"):
     min_values: Count = 11
 
 
+class ClassifierBoard(Node, tag="gradlab.show.tensorboard.ClassifierBoard"):
+    n_images: Count = 64
+
+
 class TrainingCurves(Node, tag="gradlab.show.tensorboard.TrainingCurves"):
     max_coefficients: Annotated[int, Meta(ge=0, description="an integer >= 0 (0: no w and b curves)")] = 10
 
@@ -291,9 +331,17 @@ class EpochProgress(Node, tag="gradlab.show.progress.EpochProgress"):
 
 class LessonLines(Node, tag="gradlab.show.lesson.LessonLines"):
     every_n_steps: Count = 100
-    style: Annotated[Literal["feedforward", "dataloader"], Meta(
-        description="'feedforward' (lesson 13's loss line) or 'dataloader' (lesson 09's batch shapes)")
+    style: Annotated[Literal["feedforward", "cnn", "dataloader"], Meta(
+        description="'feedforward' (lesson 13's loss line), 'cnn' (the same, then lesson 14's 'Finished "
+                    "Training') or 'dataloader' (lesson 09's batch shapes)")
                      ] = "feedforward"
+
+
+class StepSchedule(Node, tag="gradlab.run.schedule.StepSchedule"):
+    step_size: Annotated[int, Meta(ge=1, description="an integer >= 1, the epochs between two decays, e.g. "
+                                                     "scheduler.step_size=7")] = 7
+    gamma: Annotated[float, Meta(gt=0, le=1, description="a number in (0, 1], the factor at each decay, e.g. "
+                                                         "scheduler.gamma=0.1")] = 0.1
 
 
 class Callbacks(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -306,6 +354,7 @@ class Callbacks(Struct, kw_only=True, forbid_unknown_fields=True):
     curves: TrainingCurves | None = None
     progress: EpochProgress | None = None
     lesson: LessonLines | None = None  # the course experiments': the lines the lesson's loop prints
+    board: ClassifierBoard | None = None  # lesson 16: an image grid and PR curves, for a classifier
 
 # --------------------------------------------------------------------------- what each script runs
 
@@ -323,6 +372,14 @@ class Where(Struct, kw_only=True, forbid_unknown_fields=True):
                                                               "file")] | None = None
 
 
+class CourseTransfer(Struct, kw_only=True, forbid_unknown_fields=True):
+    """experiment=course_transfer's plan (gradlab.run.course)."""
+
+    pretrain_classes: Annotated[list[Annotated[int, Meta(ge=0, le=9)]], Meta(min_length=2)]
+    classes: Annotated[list[Annotated[int, Meta(ge=0, le=9)]], Meta(min_length=2)]
+    epochs: Count = 1
+
+
 class TrainRun(Where, kw_only=True):
     """conf/train.yaml."""
 
@@ -332,6 +389,8 @@ class TrainRun(Where, kw_only=True):
     trainer: Trainer
     logger: TensorBoard | None = None
     callbacks: Callbacks | None = None
+    scheduler: StepSchedule | None = None
+    transfer: CourseTransfer | None = None  # experiment=course_transfer: four runs (gradlab.run.course)
     seed: Seed = 42
     predict_x: Inputs = 5.0
     resume: bool = False
@@ -370,3 +429,10 @@ class CompareRuns(Struct, kw_only=True, forbid_unknown_fields=True):
     sort: Annotated[str, Meta(pattern=r"\S", description="a column of the table, e.g. val/loss")] | None = None
     top: Annotated[int, Meta(ge=1)] | None = None
     output: Annotated[str, Meta(pattern=r"\S", description="the path of the CSV file to write")] | None = None
+
+
+class ExportRun(Where):
+    """conf/export.yaml."""
+
+    output: Annotated[str, Meta(pattern=r"\S", description="null (model.pt in the run's folder) or the path "
+                                                           "of the file to write")] | None = None

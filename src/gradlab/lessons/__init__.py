@@ -4,6 +4,7 @@ gradlab; the machinery (gradlab.run, gradlab.show, gradlab.checks) uses these cl
 - linear.py: the journal's linear model and its LightningModule (MSE, three gradient paths);
 - classifiers.py: logistic (lesson 08) and softmax (lesson 11) regression on the same paths;
 - mlp.py: the feed-forward network (lessons 12, 13), its analytic path backpropagation written out;
+- cnn.py: the convolutional network (lesson 14): features (conv, relu, pool), head (linear layers);
 - data.py: the LightningDataModules (splits, standardisation, batches);
 - csvfile.py: reading your own CSV file, and DataError.
 
@@ -22,5 +23,7 @@ its keys in gradlab/checks/schema.py:
 Classifiers add `labels`, the targets they need from the data ("binary" or "index"), and
 `separation(x, y)`, which the report uses to say why `best_fit` has no finite optimum; a model whose
 constructor takes `n_classes` gets the data's number of classes (a model with `fits_numbers_too`,
-the MLP, also trains on numeric targets, without `n_classes`, and its `task` is then "regression").
+the MLP, also trains on numeric targets, without `n_classes`, and its `task` is then "regression"); one
+taking `image_shape` (the CNN) gets the data's (H, W) or (C, H, W), and `accuracy_per_line` asks the
+report for lesson 14's accuracy lines, one per class.
 """

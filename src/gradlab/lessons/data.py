@@ -678,9 +678,10 @@ class DigitsDataModule(BundledClassesDataModule):
     def __init__(self, labels: str = "index", split: str = "train_test_split", val_fraction: float = 0.0,
                  test_fraction: float = 0.2, batch_size: int | None = 100, shuffle: bool = True,
                  standardize: bool = False, seed: int = 1234, loader: str = "memory",
-                 transforms: list[str] | None = None):
+                 transforms: list[str] | None = None, keep_classes: list[int] | None = None):
         super().__init__(labels, split, val_fraction, test_fraction, batch_size, shuffle, standardize, seed,
                          loader=loader, transforms=transforms)
+        self.keep_classes = None if keep_classes is None else [int(d) for d in keep_classes]
 
     def scaling(self, x: np.ndarray, train: np.ndarray) -> tuple[Tensor, Tensor]:
         if self.standardize:  # per pixel, as the other datasets: a pixel always 0 in training keeps std 1
@@ -690,4 +691,13 @@ class DigitsDataModule(BundledClassesDataModule):
 
     def load_classes(self) -> tuple[np.ndarray, np.ndarray, list]:
         x, index, classes = super().load_classes()
-        return x, index, [str(c) for c in classes]  # "0" ... "9"
+        if self.keep_classes is None:
+            return x, index, [str(c) for c in classes]  # "0" ... "9"
+        # lesson 15's new task: only these digits, relabelled 0, 1, ... in the order given (names kept)
+        unknown = [d for d in self.keep_classes if d not in range(len(classes))]
+        if unknown or len(set(self.keep_classes)) != len(self.keep_classes) or len(self.keep_classes) < 2:
+            raise DataError(f"data.keep_classes={self.keep_classes}: give at least 2 different digits of 0 ... 9, "
+                            "e.g. data.keep_classes=[5,6,7,8,9]")
+        rows = np.isin(index, self.keep_classes)
+        relabel = {d: i for i, d in enumerate(self.keep_classes)}
+        return x[rows], np.array([relabel[d] for d in index[rows]]), [str(d) for d in self.keep_classes]

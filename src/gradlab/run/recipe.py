@@ -25,7 +25,7 @@ from gradlab.checks.checkpoint import check_fits, load_checkpoint
 from gradlab.checks.config import check, check_arguments
 from gradlab.lessons.csvfile import DataError
 from gradlab.lessons.data import input_rows
-from gradlab.run import resume, rundirs, signals, threads
+from gradlab.run import resume, rundirs, signals, threads, transfer
 from gradlab.run.checkpoints import (
     AtomicCheckpointIO,
     FlushLogsAtCheckpoint,
@@ -136,11 +136,24 @@ def _data(cfg: DictConfig) -> L.LightningDataModule:
 
 
 def _model(cfg: DictConfig, dm: L.LightningDataModule) -> L.LightningModule:
-    """The model, with what the data decides: its number of features (and of classes, for softmax)."""
-    takes_classes = "n_classes" in inspect.signature(get_class(cfg.model._target_)).parameters
+    """The model, with what the data decides: its number of features (and of classes, for softmax; and
+    the image shape, for a CNN)."""
+    takes = inspect.signature(get_class(cfg.model._target_)).parameters
     classes = getattr(dm, "classes", None)  # none for numeric targets: a model fitting both then fits numbers
-    return instantiate(cfg.model, n_features=dm.n_features, optimizer=instantiate(cfg.optimizer), _convert_="all",
-                       **({"n_classes": len(classes)} if takes_classes and classes is not None else {}))
+    given = {"n_classes": len(classes)} if "n_classes" in takes and classes is not None else {}
+    if "image_shape" in takes:  # a CNN: the data's (H, W) or (C, H, W), None for rows that are no images
+        shape = getattr(dm, "image_shape", None)
+        given["image_shape"] = list(shape) if shape is not None else None
+    arguments = OmegaConf.create({k: v for k, v in cfg.model.items() if k not in transfer.KEYS})
+    model = instantiate(arguments, n_features=dm.n_features, optimizer=instantiate(cfg.optimizer), _convert_="all",
+                        **given)
+    if cfg.model.get("init_from"):  # transfer learning (lesson 15): another run's weights, a fresh optimiser
+        transfer.init_from(model, cfg.model.init_from)
+        say(f"gradlab: the weights of {cfg.model.init_from}; the optimiser starts fresh")
+    if frozen := transfer.freeze(model, list(cfg.model.get("freeze") or [])):
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        say(f"gradlab: frozen {', '.join(frozen)}; {trainable:,} trainable parameters")
+    return model
 
 
 def _run_dir(cfg: DictConfig, model: L.LightningModule, dm) -> RunDir:
@@ -176,6 +189,8 @@ def _trainer(cfg: DictConfig, run: RunDir, board, stopper: GracefulStop) -> L.Tr
               resume.ApplyResumedLearningRate(resume.resumed_lr(cfg, run.is_new))]
     # the divergence guard first: it sees each step's loss before any callback logs or draws it
     callbacks = [DivergenceGuard(), *(instantiate(c) for c in (cfg.get("callbacks") or {}).values()), *always]
+    if cfg.get("scheduler"):  # scheduler=step: torch's StepLR, stepped every epoch, for any model
+        callbacks.append(instantiate(cfg.scheduler))
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a progress callback then
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     return instantiate(cfg.trainer, logger=board, callbacks=callbacks, default_root_dir=str(run.path),

@@ -88,6 +88,13 @@ def effective_config(cfg: DictConfig) -> DictConfig:
             "overrides (the run's own config.yaml is used), or start a new run without resume=true / "
             "ckpt_path. Nothing was run or written."
         )
+    if "optimizer.lr" in changed and saved.get("scheduler"):
+        raise ConfigError(
+            f"resume: optimizer.lr={_shown(changed['optimizer.lr'])} on a run with a learning-rate schedule "
+            f"(scheduler: {saved.scheduler._target_}): the schedule decides the rate from its own state in "
+            "the checkpoint, so a new starting rate is refused. Drop optimizer.lr to continue the schedule, "
+            "or start a new run from this one's weights (ckpt_path=...). Nothing was run or written."
+        )
     for key, value in changed.items():
         if value is ABSENT:  # removed on the command line, e.g. ~callbacks.plots: and any group it empties
             parent, _, last = key.rpartition(".")
@@ -247,6 +254,8 @@ class ApplyResumedLearningRate(L.Callback):
 
 def resumed_lr(cfg: DictConfig, is_new: bool) -> float | None:
     """optimizer.lr where this run continues a checkpoint (None for a new run)."""
+    if cfg.get("scheduler"):  # the schedule's rate, restored with its state (a new lr is refused above)
+        return None
     return None if is_new or not (cfg.get("ckpt_path") or cfg.get("resume")) else cfg.optimizer.get("lr")
 
 

@@ -2,6 +2,7 @@
 stays the lesson's loop and a run prints what the learner's script printed.
 
 - "feedforward" (lesson 13): `Epoch [1/20], Step [5/15], Loss: 0.4123`
+- "cnn" (lesson 14): the feed-forward lines, and `Finished Training` when training ends
 - "dataloader" (lesson 09): first the Dataset's first sample and `142 36` (samples, steps an epoch), then
   `Epoch: 1/2, Step 5/36| Inputs torch.Size([4, 13]) | Labels torch.Size([4])`
 """
@@ -19,7 +20,8 @@ from gradlab.show.report import say
 class LessonLines(L.Callback):
     """Every `every_n_steps` steps of an epoch, the line of the lesson `style` names."""
 
-    def __init__(self, every_n_steps: int = 100, style: Literal["feedforward", "dataloader"] = "feedforward"):
+    def __init__(self, every_n_steps: int = 100,
+                 style: Literal["feedforward", "cnn", "dataloader"] = "feedforward"):
         self.every_n_steps = every_n_steps
         self.style = style
 
@@ -42,3 +44,7 @@ class LessonLines(L.Callback):
         else:
             loss: Tensor = outputs["loss"] if isinstance(outputs, dict) else outputs
             say(f"Epoch [{epoch}/{epochs}], Step [{step}/{steps}], Loss: {loss.item():.4f}")
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.style == "cnn":
+            say("Finished Training")

@@ -101,18 +101,27 @@ def _network(model, dm, metrics: dict) -> list[str]:
     n_params = sum(p.numel() for p in model.parameters())
     lines = [f"Network: {model.architecture()}, {n_params:,} parameters; no coefficients to show and no",
              "  optimum to compare with (the loss is not convex in the weights of a hidden layer)"]
+    if len(lines[0]) > 80:  # a long architecture (a CNN's) on a line of its own
+        lines = [f"Network: {model.architecture()}", f"  {n_params:,} parameters; no coefficients to show and no "
+                 "optimum to compare", "  with (the loss is not convex in the weights of a hidden layer)"]
     if model.task == "classification" and "test/accuracy" in metrics:
         x, y = dm.splits["test"]
         predicted = model.outputs(x.to(model.device))["class"].cpu()
         what = "images" if getattr(dm, "image_shape", None) else "rows"
         percent = 100 * metrics["test/accuracy"]
-        lines.append(f"Accuracy of the network on the {len(x)} test {what}: {percent:.4g} %")
+        one_a_line = getattr(model, "accuracy_per_line", False)  # lesson 14's lines, not lesson 13's
+        lines.append(f"Accuracy of the network: {percent:.4g} %" if one_a_line
+                     else f"Accuracy of the network on the {len(x)} test {what}: {percent:.4g} %")
         classes = getattr(dm, "classes", None) or [str(k) for k in range(int(y.max()) + 1)]
         per_class = []
         for k, name in enumerate(classes):
             rows = y == k
             if rows.any():
                 per_class.append(f"{name}: {100 * float((predicted[rows] == k).double().mean()):.4g} %")
+        if one_a_line:
+            per_class = [f"Accuracy of {text}" for text in per_class]
+            lines += per_class
+            per_class = []
         for start in range(0, len(per_class), 5):  # five classes a line, within 80 columns
             lead = "Accuracy of " if start == 0 else " " * len("Accuracy of ")
             lines.append(lead + ", ".join(per_class[start:start + 5]))

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import lightning.pytorch as L
+import torch
 from lightning.pytorch import loggers
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -259,3 +260,46 @@ def summarize(trainer: L.Trainer, cfg: DictConfig, status: str, report: str, met
             tags = ["train/loss", "val/loss"] + [k for k in metrics if k.startswith("val/") and k != "val/loss"]
             write_summary(lg, row, tags, status, report, trainer.global_step)
         lg.finalize("success" if status == "FINISHED" else "failed")
+
+
+class ClassifierBoard(L.Callback):
+    """The course's lesson 16 for a classifier: a grid of `n_images` training inputs (image data) when
+    training starts, and at its end one precision-recall curve per class on the test split (the class's
+    probability against "is this the class"), as the lesson's add_image and add_pr_curve."""
+
+    def __init__(self, n_images: int = 64):
+        self.n_images = n_images
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        shape = getattr(trainer.datamodule, "image_shape", None)
+        writer = self._writer(trainer)
+        if writer is None or shape is None or getattr(pl_module, "task", None) != "classification":
+            return
+        x = trainer.datamodule.splits["train"][0][: self.n_images]  # (N, C*H*W), as the model sees them
+        images = x.reshape(len(x), -1, *shape[-2:])  # (N, C, H, W)
+        low, high = images.amin(), images.amax()
+        writer.add_images("inputs/images", (images - low) / (high - low + 1e-12), trainer.global_step)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        writer = self._writer(trainer)
+        classes = getattr(trainer.datamodule, "classes", None)
+        if writer is None or classes is None or getattr(pl_module, "task", None) != "classification":
+            return
+        x, y = trainer.datamodule.splits["test"]
+        with torch.no_grad():
+            p = pl_module.predict_step(x.to(pl_module.device), 0).cpu()  # (N, K) probabilities, or (N, 1)
+        if p.shape[1] == 1:  # logistic: the probability of class 1
+            p = torch.cat([1 - p, p], 1)
+        y = y.reshape(-1).long()
+        for k, name in enumerate(classes):
+            writer.add_pr_curve(f"pr_curve/{name}", y == k, p[:, k], trainer.global_step)
+
+    @staticmethod
+    def _writer(trainer: L.Trainer):
+        if not trainer.is_global_zero:
+            return None
+        for logger in trainer.loggers:
+            experiment = getattr(logger, "experiment", None)
+            if hasattr(experiment, "add_pr_curve"):  # TensorBoard's SummaryWriter
+                return experiment
+        return None
