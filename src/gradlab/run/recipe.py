@@ -203,8 +203,8 @@ def _fit(trainer: L.Trainer, model: L.LightningModule, dm, run: RunDir, cfg: Dic
     (FAILED in TensorBoard, result.json) and Diverged raised again."""
     os.environ["GRADLAB_RUN_DIR"] = str(run.path)  # DDP workers re-run this script: same run dir
     ckpt_path = run.ckpt_path
-    if run.weights_only:  # the weights alone, from epoch 0, with a fresh optimiser
-        model.load_state_dict(load_checkpoint(ckpt_path)["state_dict"])
+    if run.weights_only:  # the weights alone, from epoch 0, with a fresh optimiser: as model.init_from does
+        transfer.init_from(model, str(ckpt_path))
         ckpt_path = None
     try:
         trainer.fit(model, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
