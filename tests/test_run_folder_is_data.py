@@ -282,3 +282,16 @@ def test_class_names_from_a_file_reach_the_terminal_with_control_characters_esca
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "class plain" in proc.stdout and "class \\x1b]0;pwned\\x07\\x1b[2J" in proc.stdout
     assert "\x1b" not in proc.stdout + proc.stderr
+
+
+def test_a_closed_pipe_stops_the_run_like_sigpipe_with_one_line_and_no_traceback(tmp_path):
+    """python scripts/train.py | head -3: the reader goes away while the run still prints."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train.py"), "trainer.max_epochs=100000"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    for _ in range(3):
+        proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=300) == 128 + signal.SIGPIPE, err
+    assert "Traceback" not in err and "closed it" in err

@@ -1,9 +1,9 @@
 """What the scripts share: check the config before heavy imports, and map failures to exit codes.
 
 Exit codes: 0 done; 2 bad config, data or checkpoint, a file gradlab cannot write, or a run another
-process writes (a one-paragraph message, no traceback
-unless HYDRA_FULL_ERROR=1); 3 training diverged; 128 + signal number when interrupted
-(130 for Ctrl-C, 143 for SIGTERM); 1 anything unexpected (with its traceback). Hydra's own
+process writes (a one-paragraph message, no traceback unless HYDRA_FULL_ERROR=1); 3 training diverged;
+128 + signal number when interrupted (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP) or when the
+output's reader went away (141, as SIGPIPE); 1 anything unexpected (with its traceback). Hydra's own
 errors (an unknown group option or key, bad override syntax) come before any of this: Hydra
 prints a one-paragraph message, and `main()` turns its exit 1 into 2.
 """
@@ -71,6 +71,12 @@ def run(job: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     except (DataError, FileNotFoundError, BadCheckpoint, UnsafeCheckpoint, UnsafeRunFolder, RunInUse,
             WriteError) as e:
         fail(str(e), 2)
+    except BrokenPipeError:
+        # the output's reader went away (`python scripts/train.py | head`): stop as SIGPIPE would stop a
+        # shell tool, with one line on stderr and no traceback; stdout goes nowhere from here on
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        fail("stopped: the program reading the output closed it (a pipe into head, or a closed viewer)",
+             128 + signal.SIGPIPE)
     except OSError as e:
         if e.errno not in _CANNOT_WRITE:
             raise
