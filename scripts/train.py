@@ -37,7 +37,7 @@ def _train(cfg: DictConfig) -> float:
         print(f"gradlab: training diverged: {e}. This sweep job scores val/loss = inf.", file=sys.stderr)
         return float("inf")
     if result.status == "interrupted":
-        cli.exit_now(128 + result.signum)
+        return cli.stopped("", result.signum)  # its continue command is printed
     return result.metrics.get("val/loss", float("nan"))  # the value an Optuna sweep minimises
 
 

@@ -4,6 +4,7 @@ one process writes a run, and TensorBoard curves continue cleanly after a kill -
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import shlex
@@ -528,10 +529,12 @@ def _continue_command(out: str) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sweep", [False, True])
-def test_the_printed_continue_command_works_when_pasted_into_a_shell(sweep, tmp_path):
+@pytest.mark.parametrize("sweep,chdir", [(False, False), (True, False), (True, True)],
+                         ids=["run", "sweep", "sweep with hydra.job.chdir=true"])
+def test_the_printed_continue_command_works_when_pasted_into_a_shell(sweep, chdir, tmp_path):
     args = [*LONG, "trainer.max_epochs=4", "name=my run", "predict_x=[5,7]"]
     args += ["-m", "optimizer.lr=0.001,0.002"] if sweep else []
+    args += ["hydra.job.chdir=true"] if chdir else []  # jobs run in their folders; the command is pasted here
     proc = _start(tmp_path, *args[len(LONG):])
     _wait_for(proc, STARTED)
     proc.send_signal(signal.SIGINT)
@@ -545,6 +548,82 @@ def test_the_printed_continue_command_works_when_pasted_into_a_shell(sweep, tmp_
     assert torch.load(ckpts[0], weights_only=True)["epoch"] == 4
     if sweep:
         assert "/sweep-" in str(ckpts[0]) and ",lr=0.001," in ckpts[0].parent.parent.name, ckpts
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["Ctrl-C at a terminal", "kill of the sweep's process"])
+def test_a_stopped_parallel_sweep_leaves_every_started_job_continuable_with_its_printed_command(how, tmp_path):
+    """hydra/launcher=joblib, two workers, three jobs. A Ctrl-C reaches every process of the terminal's
+    group; a `kill` reaches the sweep's process only, which passes it on. Either way each running job
+    ends its epoch with a checkpoint, the third does not start, and the sweep prints each job's command;
+    pasted as printed, each continues its own job folder to the end."""
+    signum = signal.SIGINT if how.startswith("Ctrl-C") else signal.SIGTERM
+    args = [*LONG, "trainer.max_epochs=6", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+            "hydra.job.chdir=true", "optimizer.lr=0.001,0.002,0.003"]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train.py"), "-m", *args], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    started = []
+    for line in proc.stdout:
+        started += [line] if line.startswith(STARTED) else []
+        if len(started) == 2:  # both workers train
+            break
+    assert len(started) == 2, "the sweep ended before both jobs trained"
+    if how.startswith("Ctrl-C"):
+        os.killpg(proc.pid, signum)
+    else:
+        proc.send_signal(signum)
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 128 + signum, out
+    assert "Traceback" not in out and "leaked" not in out, out
+    lines = out.splitlines()
+    listed = lines[lines.index(next(ln for ln in lines if ln.endswith("Continue each with:"))):]
+    commands = [ln.strip() for ln in listed if ln.strip().startswith("python scripts/train.py ")]
+    sweep = next((tmp_path / "lightning_logs" / "default").glob("sweep-*"))
+    jobs = [p for p in sweep.iterdir() if p.is_dir()]
+    results = {p.name: json.loads((p / "result.json").read_text())["status"] for p in jobs}
+    # every job folder is a job that ran; a job on a loaded machine may have finished before the stop
+    assert set(results.values()) <= {"interrupted", "finished"} and "interrupted" in results.values(), results
+    assert len(commands) == list(results.values()).count("interrupted"), out
+    assert len(jobs) == 2 or "finished" in results.values(), results  # the third never started
+    assert _partial_files(tmp_path) == []
+    for command in commands:
+        runnable = f"{shlex.quote(sys.executable)} {shlex.quote(str(ROOT / 'scripts' / 'train.py'))}" + \
+            command[len("python scripts/train.py"):]
+        pasted = subprocess.run(runnable, shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert pasted.returncode == 0, command + "\n" + pasted.stdout + pasted.stderr
+    for job in jobs:  # each continued in its own folder, to the end
+        assert torch.load(job / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 6, job
+    assert not list((tmp_path / "lightning_logs" / "default").glob("version_*"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("after_s", [1.0, 3.0, 6.0])
+def test_a_ctrl_c_while_a_parallel_sweep_starts_exits_130_with_no_traceback(after_s, tmp_path):
+    """The workers are still starting (a worker without gradlab's handlers would die of a SIGTERM and
+    joblib would end the sweep with its traceback), setting their jobs up, or (a fast machine) training."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train.py"), "-m", "hydra/launcher=joblib",
+                             "hydra.launcher.n_jobs=2", *QUICK, "optimizer.lr=0.001,0.002,0.003"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    time.sleep(after_s)
+    os.killpg(proc.pid, signal.SIGINT)
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 130 and "Traceback" not in out and "TerminatedWorkerError" not in out, out
+    assert _partial_files(tmp_path) == []
+
+
+def test_the_ctrl_c_and_the_sigterm_of_one_stop_arrive_in_either_order_and_stop_once():
+    """A sweep's worker gets the terminal's Ctrl-C and the SIGTERM the sweep's process passes on: one
+    stop at the end of the epoch, whichever comes first; only a second Ctrl-C stops at once."""
+    from gradlab.run.stopping import GracefulStop
+
+    for first, second in [(signal.SIGINT, signal.SIGTERM), (signal.SIGTERM, signal.SIGINT)]:
+        stop = GracefulStop()
+        stop._handle(first, None)
+        stop._handle(second, None)  # the same stop: no KeyboardInterrupt
+        assert stop.signum == first
+        with pytest.raises(KeyboardInterrupt):
+            stop._handle(signal.SIGINT, None)  # the user's second Ctrl-C
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ prints a one-paragraph message, and `main()` turns its exit 1 into 2.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
@@ -43,11 +44,72 @@ def main(hydra_main: Callable[[], Any]) -> NoReturn:
         if e.code == 1 and isinstance(e.__context__, CompactHydraException):
             exit_now(2)
         raise
-    exit_now(0)
+    from gradlab.run import signals
+
+    # a sweep whose jobs ran in worker processes and was stopped: its jobs have stopped (saved), and
+    # the sweep ends with the stop's code
+    exit_now(128 + signals.received if signals.received else 0)
 
 
 def run(job: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     """Runs `job(cfg)`; on a known failure prints its message and exits with its code."""
+    from gradlab.run import signals
+
+    _from_where_the_command_started()
+    if not signals.in_worker():
+        return _run(job, cfg)
+    if not signals.start_worker_job():
+        return _not_started()
+    try:
+        return _run(job, cfg)
+    finally:
+        signals.end_worker_job()
+
+
+def _from_where_the_command_started() -> None:
+    """hydra.job.chdir=true runs a job in its output folder; gradlab reads every relative path (data.path,
+    root_dir, ckpt_path) and shows every folder from where the command was started, whatever chdir says,
+    so that the printed commands work when pasted there. gradlab writes only into its run folder, named
+    explicitly, so changing back loses nothing; Hydra returns to its own folder after the job."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized() and HydraConfig.get().job.chdir:
+        os.chdir(HydraConfig.get().runtime.cwd)
+
+
+def _not_started() -> float:
+    """A sweep job that a worker reached after the sweep was stopped: not run, its empty folder removed."""
+    folder = _drop_empty_job_folder()
+    print(f"gradlab: sweep job {folder.name} not started: the sweep was stopped", file=sys.stderr, flush=True)
+    return float("nan")
+
+
+def _drop_empty_job_folder() -> Path:
+    """The sweep job's folder, removed if the job left it empty (as Hydra made it): nothing to continue."""
+    from hydra.core.hydra_config import HydraConfig
+
+    folder = Path(HydraConfig.get().runtime.output_dir)
+    with contextlib.suppress(OSError):
+        folder.rmdir()  # only if empty
+    return folder
+
+
+def stopped(message: str, signum: int) -> Any:
+    """A stop that ends this job: exit 128 + signum after `message`; in a sweep's worker, the end of this job
+    only (the sweep's own process ends with that code once every job has stopped: gradlab.run.signals)."""
+    from gradlab.run import signals
+
+    if signals.in_worker():
+        if message:  # stopped before training: nothing saved, nothing to continue
+            _drop_empty_job_folder()
+            print(f"gradlab: {message}", file=sys.stderr, flush=True)
+        return float("nan")  # the objective of a job that did not finish
+    if message:
+        fail(message, 128 + signum)
+    exit_now(128 + signum)
+
+
+def _run(job: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     try:
         check(cfg)  # before job's module pulls in torch and Lightning
     except ConfigError as e:
@@ -87,12 +149,12 @@ def run(job: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         # what the checks above cannot know (e.g. trainer.devices=4 with one GPU)
         fail(f"bad config: {' '.join(str(e).split())}", 2)
     except KeyboardInterrupt:  # Ctrl-C outside training, where it has nothing to save
-        fail("interrupted (Ctrl-C) outside training; nothing was saved by this step and nothing is left "
-             "half-written", 128 + signal.SIGINT)
+        return stopped("interrupted (Ctrl-C) outside training; nothing was saved by this step and nothing is "
+                       "left half-written", signal.SIGINT)
     except signals.Terminated:  # the same for SIGTERM and SIGHUP (gradlab.run.signals)
         signum = signals.received or signal.SIGTERM
-        fail(f"stopped by {signal.Signals(signum).name} outside training; nothing was saved by this step and "
-             "nothing is left half-written", 128 + signum)
+        return stopped(f"stopped by {signal.Signals(signum).name} outside training; nothing was saved by this "
+                       "step and nothing is left half-written", signum)
     except SystemExit as e:
         # Lightning answers a Ctrl-C it catches (the second one in training, or one in its validation
         # or test stage) with sys.exit(1)

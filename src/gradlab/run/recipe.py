@@ -224,11 +224,15 @@ def _fit(trainer: L.Trainer, model: L.LightningModule, dm, run: RunDir, cfg: Dic
 
 
 def _interrupted(trainer: L.Trainer, cfg: DictConfig, run: RunDir, signum: int) -> RunResult:
+    command = resume.continue_command(run.path)
     message = (f"gradlab: interrupted at epoch {trainer.current_epoch}; checkpoint saved. Continue with:\n"
-               f"  {resume.continue_command(run.path)}")
+               f"  {command}")
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        message += "\n  (this sweep job only: start the jobs that had not started again with -m)"
     say(message)
     tensorboard.summarize(trainer, cfg, "INTERRUPTED", message, _metrics(trainer))
-    _result(run.path, "interrupted", _metrics(trainer), epochs=trainer.current_epoch)
+    # the command again in result.json: a stopped sweep lists every job's at its end
+    _result(run.path, "interrupted", _metrics(trainer), epochs=trainer.current_epoch, continue_with=command)
     return RunResult(run.path, "interrupted", _metrics(trainer), signum)
 
 

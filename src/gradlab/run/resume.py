@@ -171,10 +171,7 @@ def continue_command(run_dir: Path) -> str:
     in_sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     last = str(Path(run_dir) / "checkpoints" / "last.ckpt")
     how = f"ckpt_path={_hydra_value(last)}" if in_sweep else "resume=true"
-    command = " ".join(shlex.quote(a) for a in ["python", "scripts/train.py", *kept, how])
-    if in_sweep:
-        command += "\n  (this sweep job only: the sweep stopped here, so start the jobs after it again with -m)"
-    return command
+    return " ".join(shlex.quote(a) for a in ["python", "scripts/train.py", *kept, how])
 
 
 def _hydra_value(text: str) -> str:
@@ -182,7 +179,7 @@ def _hydra_value(text: str) -> str:
     (a sweep job's folder is named like `lr=0.1,max_epochs=20`)."""
     if re.fullmatch(r"[\w./-]+", text):
         return text
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'  # in a shell's '...' it reads well
 
 
 def check_moves_forward(path: Path, saved: dict, run_dir: Path) -> None:

@@ -26,6 +26,7 @@ class GracefulStop(L.Callback):
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.interrupts = 0  # Ctrl-Cs received: the second stops at once
         self._previous: dict[int, object] = {}
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -38,13 +39,19 @@ class GracefulStop(L.Callback):
 
     def _handle(self, signum: int, frame) -> None:
         global received
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # second Ctrl-C: the user really means now
+        self.interrupts += signum == signal.SIGINT
+        if self.signum is not None:
+            # Stopping already. Only a second Ctrl-C means now: in a sweep whose jobs run in worker
+            # processes, a worker gets the terminal's Ctrl-C and the SIGTERM the sweep's process passes
+            # on, in either order, and that is one stop
+            if self.interrupts >= 2:
+                raise KeyboardInterrupt
+            return
         self.signum = received = signum
         print(
             f"\ngradlab: received {signal.Signals(signum).name}; stopping at the end of this epoch\n"
-            "gradlab: with a checkpoint (Ctrl-C again to stop at once)",  # two lines: 80 columns
-            flush=True,
+            f"gradlab: with a checkpoint (Ctrl-C {'again' if self.interrupts else 'twice'} to stop at once)",
+            flush=True,  # two lines: 80 columns
         )
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

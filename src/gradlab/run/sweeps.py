@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -58,7 +59,10 @@ class RefuseBeforeTheSweep(Callback):
             fail(str(e), 2)
         from gradlab.run import signals
 
-        signals.raise_from_now_on()  # Hydra writes the sweep folder next: a stop is cleaned up from here
+        if "joblib" in str(OmegaConf.select(config, "hydra.launcher._target_", default="")).lower():
+            signals.stop_workers_gently()  # jobs in worker processes: each saves before the sweep ends
+        else:
+            signals.raise_from_now_on()  # Hydra writes the sweep folder next: a stop is cleaned up from here
 
 
 class DDPWorkersPerSweepJob(Callback):
@@ -187,6 +191,7 @@ class SweepSummary(Callback):
         sweep = Path(str(config.hydra.sweep.dir))
         rows = _rows(sweep)
         if not rows:
+            _continue_commands(rows)
             return
         minimize = OmegaConf.select(config, "hydra.sweeper.direction", default="minimize") != "maximize"
         best, fastest = _verdict(rows, minimize)
@@ -200,7 +205,11 @@ class SweepSummary(Callback):
         print(f"gradlab: sweep {sweep}")
         print("\n".join("  " + line.rstrip() for line in lines))
         print("  (optimum: the best fit's train loss; converged: train loss within 1% of it)")
-        if best is not None:
+        from gradlab.run import signals
+
+        if signals.received is not None:
+            pass  # stopped: which job is best is not known yet; what to continue is (_continue_commands)
+        elif best is not None:
             print(f"gradlab: best by val/loss among converged jobs:\n  {_cut(best['job'], 76)}: "
                   f"val/loss {_formatted(best['val_loss'])}, train loss {_formatted(best.get('train_loss'))}")
         else:
@@ -220,6 +229,22 @@ class SweepSummary(Callback):
                 writer.writerow([r["job"], _six_digits(r.get("overrides", "")), *t,
                                  {True: "yes", False: "no", None: ""}[_converged(r)], "yes" if r is best else ""])
         print(f"gradlab: summary written to {out}")
+        _continue_commands(rows)
+
+
+def _continue_commands(rows: list[dict]) -> None:
+    """After a sweep whose workers were stopped (gradlab.run.signals): each stopped job's own command."""
+    from gradlab.run import signals
+    from gradlab.show.report import printable
+
+    if signals.received is None:
+        return
+    stopped = [r for r in rows if r["status"] == "interrupted" and isinstance(r.get("continue_with"), str)]
+    print(f"gradlab: the sweep was stopped by {signal.Signals(signals.received).name}; "
+          f"{len(stopped)} job(s) stopped with a checkpoint" + (". Continue each with:" if stopped else "."))
+    for r in stopped:
+        print(f"  {printable(r['continue_with'])}")
+    print("  Jobs that had not started were not run: start them again with -m.")
 
 
 CONVERGED = 0.01  # a train loss within 1% of the best fit's counts as converged
