@@ -85,13 +85,32 @@ def _not_started() -> float:
 
 
 def _drop_empty_job_folder() -> Path:
-    """The sweep job's folder, removed if the job left it empty (as Hydra made it): nothing to continue."""
+    """The sweep job's folder (from the working directory, as runs are shown), removed if the job left it
+    empty, as Hydra made it: nothing to continue."""
     from hydra.core.hydra_config import HydraConfig
 
-    folder = Path(HydraConfig.get().runtime.output_dir)
+    folder = Path(os.path.relpath(HydraConfig.get().runtime.output_dir))
     with contextlib.suppress(OSError):
         folder.rmdir()  # only if empty
     return folder
+
+
+def _record_stop(folder: Path) -> None:
+    """A sweep job stopped outside training, in its result.json for the sweep's table: with its continue
+    command (also printed) if it has a checkpoint (stopped in its test stage), else as not trained."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from gradlab.run import resume, rundirs
+
+    if not folder.is_dir():
+        return  # it was empty: removed
+    job = {"overrides": " ".join(HydraConfig.get().overrides.task), "job_num": HydraConfig.get().job.num}
+    if not (folder / "checkpoints" / "last.ckpt").is_file():
+        rundirs.write_result(folder, {"status": "not trained", **job})
+        return
+    command = resume.continue_command(folder)
+    print(f"gradlab: its checkpoint is kept. Continue with:\n  {command}", flush=True)
+    rundirs.write_result(folder, {"status": "interrupted", "continue_with": command, **job})
 
 
 def stopped(message: str, signum: int) -> Any:
@@ -100,9 +119,9 @@ def stopped(message: str, signum: int) -> Any:
     from gradlab.run import signals
 
     if signals.in_worker():
-        if message:  # stopped before training: nothing saved, nothing to continue
-            _drop_empty_job_folder()
+        if message:  # stopped outside training: before it (nothing to continue) or after it
             print(f"gradlab: {message}", file=sys.stderr, flush=True)
+            _record_stop(_drop_empty_job_folder())
         return float("nan")  # the objective of a job that did not finish
     if message:
         fail(message, 128 + signum)

@@ -244,7 +244,7 @@ def _continue_commands(rows: list[dict]) -> None:
           f"{len(stopped)} job(s) stopped with a checkpoint" + (". Continue each with:" if stopped else "."))
     for r in stopped:
         print(f"  {printable(r['continue_with'])}")
-    print("  Jobs that had not started were not run: start them again with -m.")
+    print("  Jobs that had not trained were not run: start them again with -m.")
 
 
 CONVERGED = 0.01  # a train loss within 1% of the best fit's counts as converged
