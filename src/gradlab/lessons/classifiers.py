@@ -118,6 +118,11 @@ class LinearClassifier(L.LightningModule):
         lin = self.net.lin
         return lin.weight.detach(), None if lin.bias is None else lin.bias.detach()
 
+    def plain_layers(self) -> nn.Sequential:
+        """The model as the lesson writes it in plain PyTorch, its weights shared: nn.Linear, then the
+        sigmoid for logistic regression (softmax regression gives logits, as nn.CrossEntropyLoss takes)."""
+        return nn.Sequential(self.net.lin, *([nn.Sigmoid()] if self.labels == "binary" else []))
+
     def outputs(self, x: Tensor) -> dict[str, Tensor]:
         """The predicted class (an index into the data's classes) and its probability."""
         with torch.no_grad():

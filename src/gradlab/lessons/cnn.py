@@ -185,6 +185,12 @@ class CNN(L.LightningModule):
         k = hp.kernel_size
         return " -> ".join(["x".join(map(str, shape)), *maps, *widths]) + f" ({k}x{k} conv, relu, pool {hp.pool})"
 
+    def plain_layers(self) -> nn.Sequential:
+        """The network as one nn.Sequential of torch's layers (the same modules, so the same weights):
+        the pixel rows viewed as images, the features, flattened (the lesson's x.view), the head."""
+        return nn.Sequential(nn.Unflatten(1, self.net.image_shape), *self.net.features, nn.Flatten(),
+                             *self.net.head)
+
     def outputs(self, x: Tensor) -> dict[str, Tensor]:
         """The class (an index into the data's classes) and its probability."""
         with torch.no_grad():

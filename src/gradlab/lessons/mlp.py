@@ -49,6 +49,12 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "sigmoid": torch.sigmoid,
     "leaky_relu": lambda z: nn.functional.leaky_relu(z, LEAKY_SLOPE),
 }
+ACTIVATION_LAYERS: dict[str, Callable[[], nn.Module]] = {  # the same, as the nn layers lesson 12 also shows
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "leaky_relu": lambda: nn.LeakyReLU(LEAKY_SLOPE),
+}
 
 
 def derivative(activation: str, z: Tensor) -> Tensor:
@@ -234,6 +240,14 @@ class MLP(L.LightningModule):
         widths = [self.net.layers[0].in_features] + [layer.out_features for layer in self.net.layers]
         return " -> ".join([str(widths[0])] + [f"{w} {self.net.activation}" for w in widths[1:-1]]
                            + [str(widths[-1])])
+
+    def plain_layers(self) -> nn.Sequential:
+        """The network as the lesson writes it, nn.Linear layers with the activation's nn layer between
+        them (the same nn.Linear modules, so the same weights)."""
+        layers: list[nn.Module] = []
+        for layer in self.net.layers[:-1]:
+            layers += [layer, ACTIVATION_LAYERS[self.net.activation]()]
+        return nn.Sequential(*layers, self.net.layers[-1])
 
     def outputs(self, x: Tensor) -> dict[str, Tensor]:
         """A classifier's class (an index into the data's classes) and its probability; a regression's
