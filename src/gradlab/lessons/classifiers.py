@@ -49,6 +49,7 @@ class LinearClassifier(L.LightningModule):
                  bias: bool, init: Literal["default", "zeros"], optimization: Optimization):
         super().__init__()
         self.net = Linear(n_features, bias, init, n_outputs)
+        self.example_input_array = torch.zeros(1, n_features)  # one input row: what add_graph traces (lesson 16)
         self.optimizer_factory = optimizer
         self.optimization = optimization
         self.automatic_optimization = optimization == "automatic"
@@ -57,25 +58,28 @@ class LinearClassifier(L.LightningModule):
         x, y = batch  # (N, F); (N, 1) 0/1 floats or (N,) class indices
         log_now = self._is_logging_step()  # asked first: a manual step moves global_step
         if self.optimization == "automatic":
-            output = self(x)  # forward
-            loss = self.criterion(output, y)  # Lightning does backward, step and zero_grad with it
+            outputs = self(x)  # forward
+            loss = self.criterion(outputs, y)  # Lightning does backward, step and zero_grad with it
         elif self.optimization == "manual":  # the lesson's loop
             opt = self.optimizers()
-            output = self(x)  # 1. forward
-            loss = self.criterion(output, y)
+            outputs = self(x)  # 1. forward
+            loss = self.criterion(outputs, y)
             self.manual_backward(loss)  # 2. gradient by autograd
             opt.step()  # 3. update the weights
             opt.zero_grad()  # 4. zero the gradient
         else:  # analytic: no autograd
             opt = self.optimizers()
             with torch.no_grad():  # no graph: the gradient comes from its formula
-                output = self(x)  # 1. forward
-                loss = self.criterion(output, y)
-                self.write_gradient(x, self.probabilities(output), self.one_hot(y))  # 2. closed form
+                outputs = self(x)  # 1. forward
+                loss = self.criterion(outputs, y)
+                self.write_gradient(x, self.probabilities(outputs), self.one_hot(y))  # 2. closed form
             opt.step()  # 3. update the weights
             opt.zero_grad()  # 4. zero the gradient
+        self.train_accuracy.update(outputs.detach(), y)  # lesson 16's running_correct
         if log_now:
             self.log("train/loss", loss, prog_bar=True)
+            self.log("train/accuracy", self.train_accuracy.compute())  # of the batches since the last point
+            self.train_accuracy.reset()
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -111,6 +115,7 @@ class LinearClassifier(L.LightningModule):
         metrics = MetricCollection({"loss": MeanLoss(per_row), "accuracy": accuracy, "f1": f1})
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+        self.train_accuracy = accuracy.clone()
 
     # ------------------------------------------------------------ the model interface (gradlab.lessons)
 

@@ -113,6 +113,7 @@ class CNN(L.LightningModule):
         self.save_hyperparameters(ignore=["optimizer"], logger=False)
         self.task = "classification"
         self.net = ConvNet(shape, channels, kernel_size, padding, pool, hidden, n_classes)
+        self.example_input_array = torch.zeros(1, n_features)  # one input row: what add_graph traces (lesson 16)
         self.optimizer_factory = optimizer
         self.optimization = optimization
         self.automatic_optimization = optimization == "automatic"
@@ -123,6 +124,7 @@ class CNN(L.LightningModule):
                                     "f1": MulticlassF1Score(n_classes, average="macro")})
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+        self.train_accuracy = MulticlassAccuracy(n_classes, average="micro", validate_args=False)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -131,7 +133,8 @@ class CNN(L.LightningModule):
         x, y = batch  # (N, C*H*W) pixels; (N,) class indices
         log_now = self._is_logging_step()  # asked first: a manual step moves global_step
         if self.optimization == "automatic":
-            loss = self.criterion(self(x), y)  # forward; Lightning does backward, step and zero_grad
+            outputs = self(x)  # forward
+            loss = self.criterion(outputs, y)  # Lightning does backward, step and zero_grad with it
         else:  # manual: the lesson's loop
             opt = self.optimizers()
             outputs = self(x)  # 1. forward
@@ -139,8 +142,11 @@ class CNN(L.LightningModule):
             opt.zero_grad()  # 2. backward and optimize, as the lesson orders them
             self.manual_backward(loss)
             opt.step()
+        self.train_accuracy.update(outputs.detach(), y)  # lesson 16's running_correct
         if log_now:
             self.log("train/loss", loss, prog_bar=True)
+            self.log("train/accuracy", self.train_accuracy.compute())  # of the batches since the last point
+            self.train_accuracy.reset()
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:

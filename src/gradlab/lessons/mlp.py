@@ -148,6 +148,7 @@ class MLP(L.LightningModule):
         self.save_hyperparameters(ignore=["optimizer"], logger=False)
         self.task = "classification" if n_classes else "regression"
         self.net = Network(n_features, hidden, n_classes or 1, activation)
+        self.example_input_array = torch.zeros(1, n_features)  # one input row: what add_graph traces (lesson 16)
         self.optimizer_factory = optimizer
         self.optimization = optimization
         self.automatic_optimization = optimization == "automatic"
@@ -157,6 +158,7 @@ class MLP(L.LightningModule):
             metrics = MetricCollection({"loss": MeanLoss(nn.CrossEntropyLoss(reduction="none")),
                                         "accuracy": MulticlassAccuracy(n_classes, average="micro"),
                                         "f1": MulticlassF1Score(n_classes, average="macro")})
+            self.train_accuracy = MulticlassAccuracy(n_classes, average="micro", validate_args=False)
         else:
             self.criterion = nn.MSELoss()
             self.loss_name = "MSE"
@@ -171,25 +173,30 @@ class MLP(L.LightningModule):
         x, y = batch  # (N, F); (N,) class indices or (N, 1) numbers
         log_now = self._is_logging_step()  # asked first: a manual step moves global_step
         if self.optimization == "automatic":
-            output = self(x)  # forward
-            loss = self.criterion(output, y)  # Lightning does backward, step and zero_grad with it
+            outputs = self(x)  # forward
+            loss = self.criterion(outputs, y)  # Lightning does backward, step and zero_grad with it
         elif self.optimization == "manual":  # the lesson's loop
             opt = self.optimizers()
-            output = self(x)  # 1. forward
-            loss = self.criterion(output, y)
+            outputs = self(x)  # 1. forward
+            loss = self.criterion(outputs, y)
             self.manual_backward(loss)  # 2. backward: the gradient by autograd
             opt.step()  # 3. update the weights
             opt.zero_grad()  # 4. zero the gradient
         else:  # analytic: backpropagation written out, no autograd
             opt = self.optimizers()
             with torch.no_grad():  # no graph: the gradient comes from the chain rule below
-                output, inputs, pre_activations = self.net.forward_keeping(x)  # 1. forward, keeping a and z
-                loss = self.criterion(output, y)
-                self.net.backward_by_hand(self.output_gradient(output, y), inputs, pre_activations)  # 2.
+                outputs, inputs, pre_activations = self.net.forward_keeping(x)  # 1. forward, keeping a and z
+                loss = self.criterion(outputs, y)
+                self.net.backward_by_hand(self.output_gradient(outputs, y), inputs, pre_activations)  # 2.
             opt.step()  # 3. update the weights
             opt.zero_grad()  # 4. zero the gradient
+        if self.task == "classification":
+            self.train_accuracy.update(outputs.detach(), y)  # lesson 16's running_correct
         if log_now:
             self.log("train/loss", loss, prog_bar=True)
+            if self.task == "classification":
+                self.log("train/accuracy", self.train_accuracy.compute())  # of the batches since the last point
+                self.train_accuracy.reset()
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
