@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_cfg, run_script
-from oracles import cnn_loop
+from oracles import cnn_loop, course_loop
+from sklearn.datasets import load_breast_cancer, load_wine
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.util import tensor_util
 from test_cnn import lesson_digits
+from test_course import course_data
 
 from gradlab.run.recipe import train
 
@@ -117,3 +119,18 @@ def test_a_cnn_run_logs_an_image_grid_and_pr_curves_counted_as_numpy_counts_them
         ok = tp + fp > 0
         np.testing.assert_allclose(precision[ok], (tp / np.maximum(tp + fp, 1))[ok], rtol=1e-5)
         np.testing.assert_allclose(recall, tp / positive.sum(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("experiment,binary,n_classes", [("course_logistic", True, None),
+                                                         ("course_softmax", False, 3)])
+def test_a_linear_classifiers_train_accuracy_is_the_course_loops_at_each_step(experiment, binary, n_classes,
+                                                                              tmp_path):
+    """Full batch, a point every step: the accuracy on the training split of the weights after k updates,
+    as the course's loop (from zero weights) gets it after k epochs."""
+    result = train(make_cfg(f"experiment={experiment}", "model.init=zeros", "trainer.max_epochs=5",
+                            "trainer.log_every_n_steps=1", root_dir=tmp_path))
+    logged = EventAccumulator(str(result.run_dir), size_guidance={"scalars": 0}).Reload().Scalars("train/accuracy")
+    x_train, y_train, _, _ = course_data(load_breast_cancer if binary else load_wine, binary)
+    lr = float(make_cfg(f"experiment={experiment}").optimizer.lr)
+    expected = [course_loop(x_train, y_train, x_train, y_train, lr, k, n_classes)[1] for k in range(5)]
+    assert [e.value for e in logged] == pytest.approx(expected, abs=1e-6)

@@ -75,11 +75,13 @@ class LinearClassifier(L.LightningModule):
                 self.write_gradient(x, self.probabilities(outputs), self.one_hot(y))  # 2. closed form
             opt.step()  # 3. update the weights
             opt.zero_grad()  # 4. zero the gradient
-        self.train_accuracy.update(outputs.detach(), y)  # lesson 16's running_correct
+        # lesson 16's running_correct: the rows classified right since the last logged point
+        self.running_correct += (self.predicted(outputs) == self.class_index(y)).sum()
+        self.running_total += len(y)
         if log_now:
             self.log("train/loss", loss, prog_bar=True)
-            self.log("train/accuracy", self.train_accuracy.compute())  # of the batches since the last point
-            self.train_accuracy.reset()
+            self.log("train/accuracy", self.running_correct / self.running_total)  # since the last point
+            self.running_correct, self.running_total = 0, 0
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -115,7 +117,7 @@ class LinearClassifier(L.LightningModule):
         metrics = MetricCollection({"loss": MeanLoss(per_row), "accuracy": accuracy, "f1": f1})
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
-        self.train_accuracy = accuracy.clone()
+        self.running_correct, self.running_total = 0, 0  # training rows classified right, and seen
 
     # ------------------------------------------------------------ the model interface (gradlab.lessons)
 
@@ -227,6 +229,9 @@ class LogisticClassifier(LinearClassifier):
     def probabilities(self, output: Tensor) -> Tensor:
         return output  # (N, 1)
 
+    def predicted(self, output: Tensor) -> Tensor:
+        return (output[:, 0] > 0.5).long()  # (N,) class 1 where it is the likelier
+
     def one_hot(self, y: Tensor) -> Tensor:
         return y  # already (N, 1) 0/1
 
@@ -258,6 +263,9 @@ class SoftmaxClassifier(LinearClassifier):
 
     def probabilities(self, output: Tensor) -> Tensor:
         return torch.softmax(output, 1)  # (N, K)
+
+    def predicted(self, output: Tensor) -> Tensor:
+        return output.argmax(1)  # (N,) the class of the largest logit
 
     def one_hot(self, y: Tensor) -> Tensor:
         return nn.functional.one_hot(y, self.net.lin.out_features)  # (N, K) 0/1

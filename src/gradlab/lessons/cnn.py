@@ -124,7 +124,7 @@ class CNN(L.LightningModule):
                                     "f1": MulticlassF1Score(n_classes, average="macro")})
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
-        self.train_accuracy = MulticlassAccuracy(n_classes, average="micro", validate_args=False)
+        self.running_correct, self.running_total = 0, 0  # training images classified right, and seen
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -142,11 +142,12 @@ class CNN(L.LightningModule):
             opt.zero_grad()  # 2. backward and optimize, as the lesson orders them
             self.manual_backward(loss)
             opt.step()
-        self.train_accuracy.update(outputs.detach(), y)  # lesson 16's running_correct
+        self.running_correct += (outputs.argmax(1) == y).sum()  # lesson 16's running_correct
+        self.running_total += len(y)
         if log_now:
             self.log("train/loss", loss, prog_bar=True)
-            self.log("train/accuracy", self.train_accuracy.compute())  # of the batches since the last point
-            self.train_accuracy.reset()
+            self.log("train/accuracy", self.running_correct / self.running_total)  # since the last point
+            self.running_correct, self.running_total = 0, 0
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
