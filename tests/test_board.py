@@ -4,6 +4,7 @@ curve per class whose counts equal numpy's at TensorBoard's thresholds i/126."""
 
 from __future__ import annotations
 
+import io
 import re
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 import torch
 from conftest import make_cfg, run_script
 from oracles import cnn_loop, course_loop
+from PIL import Image
 from sklearn.datasets import load_breast_cancer, load_wine
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.util import tensor_util
@@ -89,7 +91,15 @@ def test_a_cnn_run_logs_an_image_grid_and_pr_curves_counted_as_numpy_counts_them
     board = EventAccumulator(str(result.run_dir), size_guidance={"images": 0, "tensors": 0}).Reload()
     assert "inputs/images" in board.Tags()["images"]
     image = board.Images("inputs/images")[0]
-    assert image.width > 8 and image.height > 8  # a grid of 8x8 images, not one
+    grid = np.asarray(Image.open(io.BytesIO(image.encoded_image_string)).convert("L"), dtype=float)
+    assert grid.shape == (80, 80)  # 8 x 8 training images of 8 x 8 pixels, each in a frame of one pixel
+    first_64 = lesson_digits()[0][:64]  # the training split's first images, pixels / 16
+    scaled = (first_64 - first_64.min()) / (first_64.max() - first_64.min()) * 255
+    for i in (0, 1, 8, 63):  # across the first row, the second, and the last image
+        row, col = divmod(i, 8)
+        cell = grid[10 * row : 10 * row + 10, 10 * col : 10 * col + 10]
+        np.testing.assert_allclose(cell[1:9, 1:9], scaled[i].reshape(8, 8).numpy(), atol=1)
+        assert set(cell[0]) == set(cell[:, 0]) == {127.0}  # the grey frame
 
     state = torch.load(result.run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     from gradlab.lessons.cnn import ConvNet  # the trained network, rebuilt, for the probabilities

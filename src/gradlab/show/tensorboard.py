@@ -295,7 +295,11 @@ class ClassifierBoard(L.Callback):
         x = trainer.datamodule.splits["train"][0][: self.n_images]  # (N, C*H*W), as the model sees them
         images = x.reshape(len(x), -1, *shape[-2:])  # (N, C, H, W)
         low, high = images.amin(), images.amax()
-        writer.add_images("inputs/images", (images - low) / (high - low + 1e-12), trainer.global_step)
+        images = (images - low) / (high - low + 1e-12)  # 0 to 1, as add_images takes them
+        # a grey frame round each image, as torchvision's make_grid pads them: without it the grid's
+        # 8x8 digits touch and read as stripes
+        framed = torch.nn.functional.pad(images, (1, 1, 1, 1), value=0.5)  # (N, C, H + 2, W + 2)
+        writer.add_images("inputs/images", framed, trainer.global_step)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         writer = self._writer(trainer)
