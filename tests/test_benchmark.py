@@ -19,7 +19,7 @@ def test_benchmark_prints_both_workloads_with_agreeing_mses(tmp_path):
     assert {name.split(":")[0] for name, _ in runs} == {"journal", "large"}
     for (name, run), row in runs.items():
         if run == "gradlab":
-            assert row[6] == runs[(name, "plain")][6]  # final train MSE, as printed
+            assert row[6] == runs[(name, "plain")][6]  # final training loss (MSE here), as printed
             assert re.fullmatch(r"[0-9.]+x", row[4])  # the ratio gradlab / plain
             assert re.fullmatch(r"[0-9.]+x", row[5])  # and gradlab / Lightning's barebones floor
     assert proc.stdout.count("(agree)") == 2
