@@ -53,6 +53,7 @@ class LinearClassifier(L.LightningModule):
         self.optimizer_factory = optimizer
         self.optimization = optimization
         self.automatic_optimization = optimization == "automatic"
+        self.running_correct, self.running_total = 0, 0  # training rows classified right, and seen
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch  # (N, F); (N, 1) 0/1 floats or (N,) class indices
@@ -117,7 +118,6 @@ class LinearClassifier(L.LightningModule):
         metrics = MetricCollection({"loss": MeanLoss(per_row), "accuracy": accuracy, "f1": f1})
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
-        self.running_correct, self.running_total = 0, 0  # training rows classified right, and seen
 
     # ------------------------------------------------------------ the model interface (gradlab.lessons)
 
