@@ -4,6 +4,7 @@ Run: python scripts/benchmark.py                      # the journal task and mak
      python scripts/benchmark.py --rows 100000        # a smaller large workload
      python scripts/benchmark.py --workload journal   # one workload only (journal or large)
      python scripts/benchmark.py --workload feedforward --rounds 3   # lesson 13 on digits, and the DataLoader
+     python scripts/benchmark.py --workload cnn --rounds 5 --threads 1   # lesson 14 on digits, 4 epochs
      python scripts/benchmark.py --process --runs 5   # whole processes: train.py vs the journal script
      python scripts/benchmark.py --workload journal trainer.log_every_n_steps=1000   # what logging costs
      python scripts/benchmark.py --workload csv       # reading a 1,000,000 x 11 CSV, against pandas.read_csv
@@ -26,6 +27,8 @@ Workloads (README "Speed"):
   Plain: the lesson's loop (nn.Sequential, CrossEntropyLoss, Adam) on gradlab's shuffled batches;
   the floor: the same in a minimal LightningModule under Trainer(barebones=True); gradlab with the
   experiment's defaults; and gradlab with data.loader=dataloader, which must end at the very same loss.
+- cnn (only when named): experiment=course_cnn shortened to 4 epochs (360 steps of 4 images each), the
+  same three: lesson 14's loop (conv, relu, pool twice, three linear layers; SGD), the floor, gradlab.
 - csv (not part of "all"): writes a --rows x 11 numeric CSV (10 features and a target, 7
   significant digits) and reads it, each read in a process of its own that has first imported
   everything either side uses (torch, Lightning, gradlab, pyarrow, pandas): pandas.read_csv(path,
@@ -224,17 +227,18 @@ def floor_run(dm, seed: int, epochs: int, lr: float) -> float:
                    for s in range(0, len(x), 65536)) / len(x)
 
 
-def plain_feedforward(x, y, seed: int, data_seed: int, epochs: int, batch_size: int, lr: float,
-                      hidden: int) -> tuple[float, float]:
-    """The course's lesson 13 loop (Linear, ReLU, Linear; CrossEntropyLoss; Adam), on shuffled
-    batches in gradlab's order, timed: (seconds per epoch, final training CE)."""
+def plain_classifier(make_net, make_optimizer, x, y, seed: int, data_seed: int, epochs: int, batch_size: int,
+                     print_every: int) -> tuple[float, float]:
+    """A course lesson's loop (13 or 14: the network, CrossEntropyLoss, the optimiser; the loss read every
+    `print_every` steps, as the lesson prints it), on shuffled batches in gradlab's order, timed:
+    (seconds per epoch, final training CE)."""
     import torch
     from torch import nn
 
     torch.manual_seed(seed)  # train() seeds the same way before building the model: same init
-    model = nn.Sequential(nn.Linear(x.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, 10))
+    model = make_net()
     criterion = nn.CrossEntropyLoss()
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = make_optimizer(model.parameters())
     started = time.perf_counter()
     for epoch in range(epochs):
         # gradlab's order for this epoch (data.EpochShuffle), so all runs see the same batches
@@ -245,11 +249,36 @@ def plain_feedforward(x, y, seed: int, data_seed: int, epochs: int, batch_size: 
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            if (i + 1) % 15 == 0:  # the lesson prints the loss now and then
+            if (i + 1) % print_every == 0:  # the lesson prints the loss now and then
                 loss.item()
     seconds = (time.perf_counter() - started) / epochs
     with torch.no_grad():
         return seconds, criterion(model(x), y).item()
+
+
+def feedforward_net(n_features: int, hidden: int, n_classes: int):
+    """Lesson 13's NeuralNet as an nn.Sequential: Linear, ReLU, Linear."""
+    from torch import nn
+
+    return nn.Sequential(nn.Linear(n_features, hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
+
+
+def cnn_net(image_shape, channels: list[int], kernel_size: int, padding: int, pool: int, hidden: list[int],
+            n_classes: int):
+    """Lesson 14's ConvNet as an nn.Sequential: per channel count conv, relu, max-pool; flatten; linear
+    layers with relu between them (layers created first to last, as gradlab's, so the same init)."""
+    from torch import nn
+
+    c, h, w = image_shape
+    layers = [nn.Unflatten(1, (c, h, w))]
+    for c_out in channels:
+        layers += [nn.Conv2d(c, c_out, kernel_size, padding=padding), nn.ReLU(), nn.MaxPool2d(pool)]
+        c, h, w = c_out, (h + 2 * padding - kernel_size + 1) // pool, (w + 2 * padding - kernel_size + 1) // pool
+    layers.append(nn.Flatten())
+    widths = [c * h * w, *hidden, n_classes]
+    for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:])):
+        layers += [nn.Linear(n_in, n_out)] + ([nn.ReLU()] if i < len(widths) - 2 else [])
+    return nn.Sequential(*layers)
 
 
 class ClockedLoader:
@@ -287,8 +316,8 @@ def clocked_datamodule(cfg_data):
     return dm
 
 
-def floor_feedforward(dm, seed: int, epochs: int, lr: float, hidden: int) -> float:
-    """Lightning's floor for lesson 13: the same network, CrossEntropyLoss and Adam in a minimal
+def floor_classifier(dm, make_net, make_optimizer, seed: int, epochs: int) -> float:
+    """Lightning's floor for a course lesson: the same network, CrossEntropyLoss and optimiser in a minimal
     LightningModule under Trainer(barebones=True), on the same batches; its final training CE."""
     import lightning.pytorch as L
     import torch
@@ -297,8 +326,7 @@ def floor_feedforward(dm, seed: int, epochs: int, lr: float, hidden: int) -> flo
     class Minimal(L.LightningModule):
         def __init__(self):
             super().__init__()
-            self.net = nn.Sequential(nn.Linear(dm.splits["train"][0].shape[1], hidden), nn.ReLU(),
-                                     nn.Linear(hidden, 10))
+            self.net = make_net()
             self.criterion = nn.CrossEntropyLoss()
 
         def training_step(self, batch, batch_idx):
@@ -306,7 +334,7 @@ def floor_feedforward(dm, seed: int, epochs: int, lr: float, hidden: int) -> flo
             return self.criterion(self.net(x), y)
 
         def configure_optimizers(self):
-            return torch.optim.Adam(self.parameters(), lr=lr)
+            return make_optimizer(self.parameters())
 
     dm.clock.clear()
     dm.epoch_starts.clear()
@@ -322,41 +350,68 @@ def floor_feedforward(dm, seed: int, epochs: int, lr: float, hidden: int) -> flo
 # ---------------------------------------------------------------- workloads
 
 
-def feedforward(rounds: int, epochs: int, root: Path, overrides: list[str]) -> list[dict]:
-    """Lesson 13 on digits (experiment=course_feedforward): plain loop, barebones floor, gradlab with
-    its defaults, and gradlab with data.loader=dataloader (a torch DataLoader on the same batches)."""
-    cfg = compose("experiment=course_feedforward", f"root_dir={root}", *overrides, f"trainer.max_epochs={epochs}")
-    loader_cfg = compose("experiment=course_feedforward", f"root_dir={root}", *overrides,
-                         f"trainer.max_epochs={epochs}", "data.loader=dataloader")
-    dm, loader_dm = clocked_datamodule(cfg.data), clocked_datamodule(loader_cfg.data)
-    dm.setup()
-    loader_dm.setup()
+def classifier_lesson(name: str, what: str, cfg, make_net, rounds: int, epochs: int,
+                      loader_cfg=None) -> list[dict]:
+    """A course lesson on digits: plain loop, barebones floor and gradlab with the experiment's defaults,
+    interleaved, on the same batches from the same initial weights; with `loader_cfg`, also gradlab with
+    data.loader=dataloader (a torch DataLoader on the same batches), which must end at the very same loss."""
+    from hydra.utils import instantiate
+
+    sides = [("gradlab", cfg)] + ([("dataloader", loader_cfg)] if loader_cfg is not None else [])
+    dms = {side: clocked_datamodule(c.data) for side, c in sides}
+    for d in dms.values():
+        d.setup()
+    dm = dms["gradlab"]
     x, y = dm.splits["train"]
-    lr, hidden = float(cfg.optimizer.lr), int(cfg.model.hidden[0])
-    rows = {"plain": [], "barebones": [], "gradlab": [], "dataloader": []}
+    make_optimizer = instantiate(cfg.optimizer)  # the experiment's optimiser, e.g. SGD(lr=0.05)
+    print_every = cfg.callbacks.lesson.every_n_steps
+    rows = {"plain": [], "barebones": [], **{side: [] for side, _ in sides}}
 
     def per_epoch(d) -> float:
         return (d.epoch_starts[-1] - d.epoch_starts[0]) / (len(d.epoch_starts) - 1)
 
     for _ in range(rounds):
         reset_peak()
-        seconds, loss = plain_feedforward(x, y, cfg.seed, cfg.data.seed, epochs, cfg.data.batch_size, lr, hidden)
+        seconds, loss = plain_classifier(make_net, make_optimizer, x, y, cfg.seed, cfg.data.seed, epochs,
+                                         cfg.data.batch_size, print_every)
         rows["plain"].append((seconds, loss, peak_mb()))
         reset_peak()
-        loss = floor_feedforward(dm, cfg.seed, epochs, lr, hidden)
+        loss = floor_classifier(dm, make_net, make_optimizer, cfg.seed, epochs)
         rows["barebones"].append((per_epoch(dm), loss, peak_mb()))
-        for side, config, d in (("gradlab", cfg, dm), ("dataloader", loader_cfg, loader_dm)):
+        for side, config in sides:
             reset_peak()
-            result, _ = gradlab_run(config, d)
-            rows[side].append((per_epoch(d), result.metrics["train/final_loss"], peak_mb()))
-    what = f"feedforward: digits {len(x)} x {x.shape[1]}, 64-{hidden}-10 relu, Adam, batch 100, {epochs} epochs"
-    table = _rows("feedforward", what, len(x), {k: rows[k] for k in ("plain", "barebones", "gradlab")})
-    loader = _rows("feedforward", what, len(x), {"plain": rows["plain"], "barebones": rows["gradlab"],
-                                                 "gradlab": rows["dataloader"]})[2]
+            result, _ = gradlab_run(config, dms[side])
+            rows[side].append((per_epoch(dms[side]), result.metrics["train/final_loss"], peak_mb()))
+    what = f"{name}: digits {len(x)} x {x.shape[1]}, {what}, batch {cfg.data.batch_size}, {epochs} epochs"
+    table = _rows(name, what, len(x), {k: rows[k] for k in ("plain", "barebones", "gradlab")})
+    if loader_cfg is None:
+        return table
+    loader = _rows(name, what, len(x), {"plain": rows["plain"], "barebones": rows["gradlab"],
+                                                     "gradlab": rows["dataloader"]})[2]
     loader["run"] = "gradlab, data.loader=dataloader"
     loader["loader_ratio"] = loader.pop("floor_ratio")  # against gradlab's in-memory batches
     loader["floor_ratio"] = loader["seconds"] / table[1]["seconds"]
     return table + [loader]
+
+
+def feedforward(rounds: int, epochs: int, root: Path, overrides: list[str]) -> list[dict]:
+    """Lesson 13 on digits (experiment=course_feedforward, 64-500-10 relu, Adam, batch 100), and gradlab
+    with data.loader=dataloader."""
+    cfg = compose("experiment=course_feedforward", f"root_dir={root}", *overrides, f"trainer.max_epochs={epochs}")
+    loader_cfg = compose("experiment=course_feedforward", f"root_dir={root}", *overrides,
+                         f"trainer.max_epochs={epochs}", "data.loader=dataloader")
+    hidden = int(cfg.model.hidden[0])
+    return classifier_lesson("feedforward", f"64-{hidden}-10 relu, Adam", cfg,
+                             lambda: feedforward_net(64, hidden, 10), rounds, epochs, loader_cfg)
+
+
+def cnn(rounds: int, epochs: int, root: Path, overrides: list[str]) -> list[dict]:
+    """Lesson 14 scaled to digits (experiment=course_cnn: 1x8x8 -> conv(1->6) -> pool -> conv(6->16) -> pool
+    -> 64 -> 120 -> 84 -> 10, SGD lr 0.05, batch 4), shortened to `epochs`."""
+    cfg = compose("experiment=course_cnn", f"root_dir={root}", *overrides, f"trainer.max_epochs={epochs}")
+    m = cfg.model
+    net = lambda: cnn_net((1, 8, 8), list(m.channels), m.kernel_size, m.padding, m.pool, list(m.hidden), 10)  # noqa: E731
+    return classifier_lesson("cnn", "course_cnn's convnet, SGD", cfg, net, rounds, epochs)
 
 
 def journal(rounds: int, epochs: int, root: Path, overrides: list[str]) -> list[dict]:
@@ -609,7 +664,7 @@ def processes(runs: int, long_epochs: int) -> None:
 
 
 def report(table: list[dict]) -> bool:
-    print("\n| workload | run | per epoch | samples/s | / plain | / barebones | final train MSE | peak RSS MB |")
+    print("\n| workload | run | per epoch | samples/s | / plain | / barebones | final train loss | peak RSS MB |")
     print("|---|---|---|---|---|---|---|---|")
     agree = True
     for row in table:
@@ -627,7 +682,7 @@ def report(table: list[dict]) -> bool:
         rel = max(abs(r["mse"] - plain["mse"]) for r in (floor, gl)) / max(abs(plain["mse"]), 1e-12)
         ok = rel <= MSE_RTOL
         agree &= ok
-        print(f"{plain['workload']}: final MSE gradlab and barebones vs plain: relative difference {rel:.1e} "
+        print(f"{plain['workload']}: final loss gradlab and barebones vs plain: relative difference {rel:.1e} "
               f"({'agree' if ok else 'DISAGREE'}); per-round gradlab/barebones "
               + ", ".join(f"{g / f:.2f}" for f, g in zip(floor["all"], gl["all"])))
     for row in table:
@@ -648,11 +703,12 @@ def report(table: list[dict]) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--workload", choices=["journal", "large", "feedforward", "all", "csv"], default="all",
-                        help="all: journal and large; feedforward (lesson 13 on digits) and csv on their own")
+    parser.add_argument("--workload", choices=["journal", "large", "feedforward", "cnn", "all", "csv"],
+                        default="all", help="all: journal and large; feedforward (lesson 13 on digits), cnn "
+                                            "(lesson 14 on digits) and csv on their own")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved repeats (medians are shown)")
     parser.add_argument("--epochs", type=int, default=None,
-                        help="epochs (>= 4): journal 1000 by default, feedforward 20")
+                        help="epochs (>= 4): journal 1000 by default, feedforward 20, cnn 4")
     parser.add_argument("--rows", type=int, default=1_000_000, help="large and csv workloads: rows")
     parser.add_argument("--train", action="store_true", help="csv workload: also train one epoch on the file")
     parser.add_argument("--csv-child", nargs=2, metavar=("SIDE", "PATH"), help=argparse.SUPPRESS)
@@ -696,6 +752,8 @@ def main() -> None:
             table += journal(args.rounds, args.epochs or 1000, Path(root), args.overrides)
         if args.workload == "feedforward":
             table += feedforward(args.rounds, args.epochs or 20, Path(root), args.overrides)
+        if args.workload == "cnn":
+            table += cnn(args.rounds, args.epochs or 4, Path(root), args.overrides)
         if args.workload in ("large", "all"):
             table += large(args.rounds, args.rows, args.features, args.batch_size, Path(root), args.overrides)
     if not report(table):

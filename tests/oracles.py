@@ -133,12 +133,15 @@ def feedforward_loop(x: Tensor, y: Tensor, hidden: list[int], activation: str, e
 
 def cnn_loop(x: Tensor, y: Tensor, image_shape: tuple[int, int, int], channels: list[int], kernel_size: int,
              padding: int, hidden: list[int], n_classes: int, epochs: int, batch_size: int, lr: float,
-             seed: int = 42, start_from: list[Tensor] | None = None, freeze_features: bool = False) -> nn.Module:
+             seed: int = 42, start_from: list[Tensor] | None = None, freeze_features: bool = False,
+             accuracies: list[float] | None = None, log_every: int = 1) -> nn.Module:
     """The course's lesson 14 as written (ConvNet: conv, relu, max-pool 2 per convolution, then nn.Linear
     layers with relu between them; CrossEntropyLoss, SGD), on rows of pixels viewed as images; weights
     from PyTorch's default initialisation after torch.manual_seed(seed), layers created first to last.
     Batches are consecutive rows (no shuffle). `start_from`: the parameters to start from instead, in layer
-    order; `freeze_features`: the convolutions kept fixed. Returns the trained nn.Sequential."""
+    order; `freeze_features`: the convolutions kept fixed; `accuracies`: gets lesson 16's running accuracy
+    (right / seen over the batches since the last one) every `log_every` steps. Returns the trained
+    nn.Sequential."""
     torch.manual_seed(seed)
     c, h, w = image_shape
     layers: list[nn.Module] = [nn.Unflatten(1, image_shape)]
@@ -159,6 +162,7 @@ def cnn_loop(x: Tensor, y: Tensor, image_shape: tuple[int, int, int], channels: 
             layer.requires_grad_(False)
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    step, right, seen = 0, 0, 0
     for _ in range(epochs):
         for start in range(0, len(x), batch_size):
             outputs = model(x[start : start + batch_size])  # forward pass
@@ -166,4 +170,11 @@ def cnn_loop(x: Tensor, y: Tensor, image_shape: tuple[int, int, int], channels: 
             optimizer.zero_grad()  # backward and optimize, as the lesson orders them
             loss.backward()
             optimizer.step()
+            step += 1
+            # lesson 16's running_correct
+            right += (outputs.argmax(1) == y[start : start + batch_size]).sum().item()
+            seen += len(outputs)
+            if accuracies is not None and step % log_every == 0:
+                accuracies.append(right / seen)
+                right, seen = 0, 0
     return model

@@ -66,6 +66,14 @@ CONFIG_CASES = {
         ["+trainer.max_epoch=5"], 2, ["trainer.max_epoch", "takes no argument 'max_epoch'", "max_epochs"],
     ),
     "imports: unknown model argument": (["+model.dropout=0.5"], 2, ["model.dropout", "bias, init, optimization"]),
+    "imports: a network's input size given (the lesson's MNIST 784 for 8x8 digits)": (
+        ["model=mlp", "data=digits", "+model.n_features=784"], 2,
+        ["model.n_features", "gradlab sets it from the data"],
+    ),
+    "imports: a head for more classes than the data has": (
+        ["model=cnn", "data=digits", "+model.n_classes=12"], 2,
+        ["model.n_classes", "gradlab sets it from the data"],
+    ),
     "unknown optimizer class": (
         ["optimizer._target_=torch.optim.Sgd"], 2, ["torch.optim.Sgd", "'torch.optim.SGD'"],
     ),

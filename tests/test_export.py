@@ -65,3 +65,31 @@ def test_export_writes_output_where_asked_and_refuses_a_directory(tmp_path):
     proc = run_script("export.py", ckpt, "output=folder", cwd=tmp_path)
     assert proc.returncode == 2 and "output=folder: that is a directory" in proc.stderr + proc.stdout
     assert list((tmp_path / "folder").iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["linear", "logistic", "softmax", "mlp_relu", "mlp_leaky_relu", "mlp_regression",
+                                  "cnn"])
+def test_each_models_plain_layers_compute_what_the_model_computes(name):
+    """plain_layers() is the model's network in torch's own layers, sharing its weights: the same outputs
+    (for logistic regression the sigmoid's probability, for the rest the logits or the prediction)."""
+    from functools import partial
+
+    from gradlab.lessons.classifiers import LogisticClassifier, SoftmaxClassifier
+    from gradlab.lessons.cnn import CNN
+    from gradlab.lessons.linear import LinearRegressor
+    from gradlab.lessons.mlp import MLP
+
+    sgd = partial(torch.optim.SGD, lr=0.1)
+    torch.manual_seed(0)
+    model = {"linear": lambda: LinearRegressor(5, sgd), "logistic": lambda: LogisticClassifier(5, sgd),
+             "softmax": lambda: SoftmaxClassifier(5, 3, sgd),
+             "mlp_relu": lambda: MLP(5, sgd, hidden=[7, 6], n_classes=3),
+             "mlp_leaky_relu": lambda: MLP(5, sgd, hidden=[7], activation="leaky_relu", n_classes=3),
+             "mlp_regression": lambda: MLP(5, sgd, hidden=[4], activation="tanh"),
+             "cnn": lambda: CNN(64, sgd, 10, image_shape=[8, 8])}[name]()
+    x = torch.randn(9, model.hparams.n_features) * 3  # negative inputs too: leaky_relu's slope shows
+    plain = model.plain_layers()
+    assert all(type(layer).__module__.startswith("torch.nn") for layer in plain)
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x), model(x), rtol=0, atol=0)
+    assert {id(p) for p in plain.parameters()} == {id(p) for p in model.parameters()}  # the same weights

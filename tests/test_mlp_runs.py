@@ -124,6 +124,6 @@ def test_benchmark_feedforward_workload_agrees_with_the_plain_loop_and_the_datal
     assert proc.returncode == 0, proc.stdout + proc.stderr
     runs = [line.split(" | ")[1] for line in proc.stdout.splitlines() if line.startswith("| feedforward")]
     assert runs == ["plain", "barebones", "gradlab", "gradlab, data.loader=dataloader"]
-    assert "feedforward: final MSE gradlab and barebones vs plain: relative difference" in proc.stdout
+    assert "feedforward: final loss gradlab and barebones vs plain: relative difference" in proc.stdout
     assert "(agree)" in proc.stdout and "final loss identical" in proc.stdout
     assert list(tmp_path.iterdir()) == []

@@ -53,6 +53,10 @@ BAD = {
     "init_from_other_layers": (["model.channels=[6]", "+model.init_from=PRETRAINED"],
                                ["model.init_from=", "net.features.0.weight is [4, 1, 3, 3] there and [6, 1, 3, 3] "
                                                     "here"]),
+    "init_from_a_head_for_more_classes": (["data.keep_classes=[5,6,7,8,9]", "+model.init_from=PRETRAINED"],
+                                          ["model.init_from=", "its head tells 10 classes apart and the data here "
+                                                               "has 5", "net.head.2.weight is [10, 16] there and "
+                                                                        "[5, 16] here"]),
 }
 
 

@@ -317,6 +317,7 @@ class WeightHistograms(Node, tag="gradlab.show.tensorboard.WeightHistograms"):
 
 class ClassifierBoard(Node, tag="gradlab.show.tensorboard.ClassifierBoard"):
     n_images: Count = 64
+    graph: bool = True
 
 
 class TrainingCurves(Node, tag="gradlab.show.tensorboard.TrainingCurves"):
@@ -354,7 +355,7 @@ class Callbacks(Struct, kw_only=True, forbid_unknown_fields=True):
     curves: TrainingCurves | None = None
     progress: EpochProgress | None = None
     lesson: LessonLines | None = None  # the course experiments': the lines the lesson's loop prints
-    board: ClassifierBoard | None = None  # lesson 16: an image grid and PR curves, for a classifier
+    board: ClassifierBoard | None = None  # lesson 16: the graph, an image grid and PR curves, for a classifier
 
 # --------------------------------------------------------------------------- what each script runs
 

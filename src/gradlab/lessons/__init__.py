@@ -16,6 +16,8 @@ its keys in gradlab/checks/schema.py:
 - `coefficients()`: the weights (K, F) and the bias (K,) or None, K the number of outputs; or None
   itself for a network with hidden layers (no per-feature weights), which then has `architecture()`;
 - `outputs(x)`: the columns predict.py writes for raw model inputs, each a (Q,) tensor;
+- `plain_layers()`: the network as the nn.Sequential of torch's layers a learner would write, sharing
+  the model's modules (so its weights), from standardised inputs to the output (export.py saves it);
 - `best_fit(x, y)`: the best this model can do on (x, y), {"weight", "bias", "loss"}, or None
   where no finite optimum exists;
 - `loss_name`: what `{stage}/loss` is, for the report ("MSE");

@@ -49,33 +49,40 @@ class LinearClassifier(L.LightningModule):
                  bias: bool, init: Literal["default", "zeros"], optimization: Optimization):
         super().__init__()
         self.net = Linear(n_features, bias, init, n_outputs)
+        self.example_input_array = torch.zeros(1, n_features)  # one input row: what add_graph traces (lesson 16)
         self.optimizer_factory = optimizer
         self.optimization = optimization
         self.automatic_optimization = optimization == "automatic"
+        self.running_correct, self.running_total = 0, 0  # training rows classified right, and seen
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch  # (N, F); (N, 1) 0/1 floats or (N,) class indices
         log_now = self._is_logging_step()  # asked first: a manual step moves global_step
         if self.optimization == "automatic":
-            output = self(x)  # forward
-            loss = self.criterion(output, y)  # Lightning does backward, step and zero_grad with it
+            outputs = self(x)  # forward
+            loss = self.criterion(outputs, y)  # Lightning does backward, step and zero_grad with it
         elif self.optimization == "manual":  # the lesson's loop
             opt = self.optimizers()
-            output = self(x)  # 1. forward
-            loss = self.criterion(output, y)
+            outputs = self(x)  # 1. forward
+            loss = self.criterion(outputs, y)
             self.manual_backward(loss)  # 2. gradient by autograd
             opt.step()  # 3. update the weights
             opt.zero_grad()  # 4. zero the gradient
         else:  # analytic: no autograd
             opt = self.optimizers()
             with torch.no_grad():  # no graph: the gradient comes from its formula
-                output = self(x)  # 1. forward
-                loss = self.criterion(output, y)
-                self.write_gradient(x, self.probabilities(output), self.one_hot(y))  # 2. closed form
+                outputs = self(x)  # 1. forward
+                loss = self.criterion(outputs, y)
+                self.write_gradient(x, self.probabilities(outputs), self.one_hot(y))  # 2. closed form
             opt.step()  # 3. update the weights
             opt.zero_grad()  # 4. zero the gradient
+        # lesson 16's running_correct: the rows classified right since the last logged point
+        self.running_correct += (self.predicted(outputs) == self.class_index(y)).sum()
+        self.running_total += len(y)
         if log_now:
             self.log("train/loss", loss, prog_bar=True)
+            self.log("train/accuracy", self.running_correct / self.running_total)  # since the last point
+            self.running_correct, self.running_total = 0, 0
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -117,6 +124,11 @@ class LinearClassifier(L.LightningModule):
     def coefficients(self) -> tuple[Tensor, Tensor | None]:
         lin = self.net.lin
         return lin.weight.detach(), None if lin.bias is None else lin.bias.detach()
+
+    def plain_layers(self) -> nn.Sequential:
+        """The model as the lesson writes it in plain PyTorch, its weights shared: nn.Linear, then the
+        sigmoid for logistic regression (softmax regression gives logits, as nn.CrossEntropyLoss takes)."""
+        return nn.Sequential(self.net.lin, *([nn.Sigmoid()] if self.labels == "binary" else []))
 
     def outputs(self, x: Tensor) -> dict[str, Tensor]:
         """The predicted class (an index into the data's classes) and its probability."""
@@ -217,6 +229,9 @@ class LogisticClassifier(LinearClassifier):
     def probabilities(self, output: Tensor) -> Tensor:
         return output  # (N, 1)
 
+    def predicted(self, output: Tensor) -> Tensor:
+        return (output[:, 0] > 0.5).long()  # (N,) class 1 where it is the likelier
+
     def one_hot(self, y: Tensor) -> Tensor:
         return y  # already (N, 1) 0/1
 
@@ -248,6 +263,9 @@ class SoftmaxClassifier(LinearClassifier):
 
     def probabilities(self, output: Tensor) -> Tensor:
         return torch.softmax(output, 1)  # (N, K)
+
+    def predicted(self, output: Tensor) -> Tensor:
+        return output.argmax(1)  # (N,) the class of the largest logit
 
     def one_hot(self, y: Tensor) -> Tensor:
         return nn.functional.one_hot(y, self.net.lin.out_features)  # (N, K) 0/1

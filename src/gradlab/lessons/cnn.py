@@ -113,6 +113,7 @@ class CNN(L.LightningModule):
         self.save_hyperparameters(ignore=["optimizer"], logger=False)
         self.task = "classification"
         self.net = ConvNet(shape, channels, kernel_size, padding, pool, hidden, n_classes)
+        self.example_input_array = torch.zeros(1, n_features)  # one input row: what add_graph traces (lesson 16)
         self.optimizer_factory = optimizer
         self.optimization = optimization
         self.automatic_optimization = optimization == "automatic"
@@ -123,6 +124,7 @@ class CNN(L.LightningModule):
                                     "f1": MulticlassF1Score(n_classes, average="macro")})
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+        self.running_correct, self.running_total = 0, 0  # training images classified right, and seen
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -131,7 +133,8 @@ class CNN(L.LightningModule):
         x, y = batch  # (N, C*H*W) pixels; (N,) class indices
         log_now = self._is_logging_step()  # asked first: a manual step moves global_step
         if self.optimization == "automatic":
-            loss = self.criterion(self(x), y)  # forward; Lightning does backward, step and zero_grad
+            outputs = self(x)  # forward
+            loss = self.criterion(outputs, y)  # Lightning does backward, step and zero_grad with it
         else:  # manual: the lesson's loop
             opt = self.optimizers()
             outputs = self(x)  # 1. forward
@@ -139,8 +142,12 @@ class CNN(L.LightningModule):
             opt.zero_grad()  # 2. backward and optimize, as the lesson orders them
             self.manual_backward(loss)
             opt.step()
+        self.running_correct += (outputs.argmax(1) == y).sum()  # lesson 16's running_correct
+        self.running_total += len(y)
         if log_now:
             self.log("train/loss", loss, prog_bar=True)
+            self.log("train/accuracy", self.running_correct / self.running_total)  # since the last point
+            self.running_correct, self.running_total = 0, 0
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -184,6 +191,12 @@ class CNN(L.LightningModule):
         widths = [str(m.out_features) for m in self.net.head if isinstance(m, nn.Linear)]
         k = hp.kernel_size
         return " -> ".join(["x".join(map(str, shape)), *maps, *widths]) + f" ({k}x{k} conv, relu, pool {hp.pool})"
+
+    def plain_layers(self) -> nn.Sequential:
+        """The network as one nn.Sequential of torch's layers (the same modules, so the same weights):
+        the pixel rows viewed as images, the features, flattened (the lesson's x.view), the head."""
+        return nn.Sequential(nn.Unflatten(1, self.net.image_shape), *self.net.features, nn.Flatten(),
+                             *self.net.head)
 
     def outputs(self, x: Tensor) -> dict[str, Tensor]:
         """The class (an index into the data's classes) and its probability."""

@@ -133,6 +133,11 @@ class LinearRegressor(L.LightningModule):
         with torch.no_grad():
             return {"prediction": self(x)[:, 0]}
 
+    def plain_layers(self) -> nn.Sequential:
+        """The network as the journal writes it in plain PyTorch: one nn.Linear (the same module, so
+        the same weights)."""
+        return nn.Sequential(self.net.lin)
+
     def best_fit(self, x: Tensor, y: Tensor) -> dict:
         """Least squares on (x, y) in float64: the weights no gradient step can improve on."""
         a = x.double()

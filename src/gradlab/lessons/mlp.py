@@ -49,6 +49,12 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "sigmoid": torch.sigmoid,
     "leaky_relu": lambda z: nn.functional.leaky_relu(z, LEAKY_SLOPE),
 }
+ACTIVATION_LAYERS: dict[str, Callable[[], nn.Module]] = {  # the same, as the nn layers lesson 12 also shows
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "leaky_relu": lambda: nn.LeakyReLU(LEAKY_SLOPE),
+}
 
 
 def derivative(activation: str, z: Tensor) -> Tensor:
@@ -142,6 +148,7 @@ class MLP(L.LightningModule):
         self.save_hyperparameters(ignore=["optimizer"], logger=False)
         self.task = "classification" if n_classes else "regression"
         self.net = Network(n_features, hidden, n_classes or 1, activation)
+        self.example_input_array = torch.zeros(1, n_features)  # one input row: what add_graph traces (lesson 16)
         self.optimizer_factory = optimizer
         self.optimization = optimization
         self.automatic_optimization = optimization == "automatic"
@@ -151,6 +158,7 @@ class MLP(L.LightningModule):
             metrics = MetricCollection({"loss": MeanLoss(nn.CrossEntropyLoss(reduction="none")),
                                         "accuracy": MulticlassAccuracy(n_classes, average="micro"),
                                         "f1": MulticlassF1Score(n_classes, average="macro")})
+            self.running_correct, self.running_total = 0, 0  # training rows classified right, and seen
         else:
             self.criterion = nn.MSELoss()
             self.loss_name = "MSE"
@@ -165,25 +173,31 @@ class MLP(L.LightningModule):
         x, y = batch  # (N, F); (N,) class indices or (N, 1) numbers
         log_now = self._is_logging_step()  # asked first: a manual step moves global_step
         if self.optimization == "automatic":
-            output = self(x)  # forward
-            loss = self.criterion(output, y)  # Lightning does backward, step and zero_grad with it
+            outputs = self(x)  # forward
+            loss = self.criterion(outputs, y)  # Lightning does backward, step and zero_grad with it
         elif self.optimization == "manual":  # the lesson's loop
             opt = self.optimizers()
-            output = self(x)  # 1. forward
-            loss = self.criterion(output, y)
+            outputs = self(x)  # 1. forward
+            loss = self.criterion(outputs, y)
             self.manual_backward(loss)  # 2. backward: the gradient by autograd
             opt.step()  # 3. update the weights
             opt.zero_grad()  # 4. zero the gradient
         else:  # analytic: backpropagation written out, no autograd
             opt = self.optimizers()
             with torch.no_grad():  # no graph: the gradient comes from the chain rule below
-                output, inputs, pre_activations = self.net.forward_keeping(x)  # 1. forward, keeping a and z
-                loss = self.criterion(output, y)
-                self.net.backward_by_hand(self.output_gradient(output, y), inputs, pre_activations)  # 2.
+                outputs, inputs, pre_activations = self.net.forward_keeping(x)  # 1. forward, keeping a and z
+                loss = self.criterion(outputs, y)
+                self.net.backward_by_hand(self.output_gradient(outputs, y), inputs, pre_activations)  # 2.
             opt.step()  # 3. update the weights
             opt.zero_grad()  # 4. zero the gradient
+        if self.task == "classification":
+            self.running_correct += (outputs.argmax(1) == y).sum()  # lesson 16's running_correct
+            self.running_total += len(y)
         if log_now:
             self.log("train/loss", loss, prog_bar=True)
+            if self.task == "classification":
+                self.log("train/accuracy", self.running_correct / self.running_total)  # since the last point
+                self.running_correct, self.running_total = 0, 0
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -234,6 +248,14 @@ class MLP(L.LightningModule):
         widths = [self.net.layers[0].in_features] + [layer.out_features for layer in self.net.layers]
         return " -> ".join([str(widths[0])] + [f"{w} {self.net.activation}" for w in widths[1:-1]]
                            + [str(widths[-1])])
+
+    def plain_layers(self) -> nn.Sequential:
+        """The network as the lesson writes it, nn.Linear layers with the activation's nn layer between
+        them (the same nn.Linear modules, so the same weights)."""
+        layers: list[nn.Module] = []
+        for layer in self.net.layers[:-1]:
+            layers += [layer, ACTIVATION_LAYERS[self.net.activation]()]
+        return nn.Sequential(*layers, self.net.layers[-1])
 
     def outputs(self, x: Tensor) -> dict[str, Tensor]:
         """A classifier's class (an index into the data's classes) and its probability; a regression's

@@ -1,5 +1,6 @@
 """The course's lesson 17, for a trained run: its model as a plain `nn.Sequential`'s flat state_dict
-(tensors only, so `torch.load(..., weights_only=True)` reads it), and the lines of plain PyTorch that
+(tensors only, so `torch.load(..., weights_only=True)` reads it), the layers each lesson model names
+itself (`plain_layers()`), and the lines of plain PyTorch that
 rebuild that model, load the file and predict as predict.py does (the standardisation as literals, the
 class names). `scripts/export.py` is a thin Hydra wrapper around `export(cfg)`.
 
@@ -20,9 +21,6 @@ from gradlab.run import rundirs, signals
 from gradlab.run.evaluate import find_checkpoint, restore
 from gradlab.run.files import atomic_file
 
-ACTIVATION_MODULES = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
-                      "leaky_relu": lambda: nn.LeakyReLU(0.01)}
-
 
 def export(cfg: DictConfig) -> Path:
     """Writes the run's model as a plain state_dict to cfg.output (default: model.pt in the run's folder)
@@ -34,29 +32,13 @@ def export(cfg: DictConfig) -> Path:
     if out.is_dir():
         raise DataError(f"output={cfg.output}: that is a directory; give the file to write, e.g. "
                         f"output={out / 'model.pt'}")
-    plain = plain_model(restored.model)
+    plain = restored.model.plain_layers().eval()  # each lesson says what its plain PyTorch layers are
     with atomic_file(out, "wb") as f:  # a whole file or none
         torch.save(plain.state_dict(), f)
     print(loading_code(plain, restored.model, restored.dm, out))
     print(f"gradlab: the model of {path} written to {out} ({sum(p.numel() for p in plain.parameters()):,} "
           "parameters, a state_dict of tensors)")
     return out
-
-
-def plain_model(model) -> nn.Sequential:
-    """The gradlab model's network as an nn.Sequential of torch's own layers, holding its weights."""
-    net = model.net
-    if hasattr(net, "lin"):  # linear, logistic and softmax regression: one nn.Linear
-        layers = [net.lin]
-        if type(model).__name__ == "LogisticClassifier":  # its output is the sigmoid's probability
-            layers.append(nn.Sigmoid())
-    elif hasattr(net, "features"):  # the CNN: pixel rows viewed as images, convolutions, the head
-        layers = [nn.Unflatten(1, net.image_shape), *net.features, nn.Flatten(), *net.head]
-    else:  # the MLP: nn.Linear layers with its activation between them
-        layers = []
-        for i, layer in enumerate(net.layers):
-            layers += [layer] + ([ACTIVATION_MODULES[net.activation]()] if i < len(net.layers) - 1 else [])
-    return nn.Sequential(*layers).eval()  # the same layers, so the same weights
 
 
 def loading_code(plain: nn.Sequential, model, dm, file: Path) -> str:
@@ -81,7 +63,7 @@ def loading_code(plain: nn.Sequential, model, dm, file: Path) -> str:
     if model.task == "regression":
         lines.append("    return output[:, 0]")
     else:
-        if type(model).__name__ == "LogisticClassifier":  # the probability of class 1
+        if isinstance(plain[-1], nn.Sigmoid):  # logistic regression: the probability of class 1
             lines.append("    p = torch.cat([1 - output, output], 1)")
         else:
             lines.append("    p = torch.softmax(output, 1)")

@@ -31,6 +31,11 @@ def init_from(model: L.LightningModule, path: str) -> None:
                 if k in theirs and theirs[k].shape != v.shape]
     problems += [f"{k} is missing there" for k in ours if k not in theirs]
     problems += [f"it has {k}, which this model has not" for k in theirs if k not in ours]
+    their_classes = (saved.get("hyper_parameters") or {}).get("n_classes")
+    our_classes = model.hparams.get("n_classes")
+    if problems and their_classes and our_classes and their_classes != our_classes:  # the head says why
+        problems.insert(0, f"its head tells {their_classes} classes apart and the data here has {our_classes} "
+                           "(data.keep_classes picks as many, if the data has them)")
     if problems:
         raise BadCheckpoint(f"model.init_from={path!r}: its layers do not fit the {type(model).__name__} this "
                             f"config builds: {'; '.join(problems)}. Build the same layers (the model keys of its "
