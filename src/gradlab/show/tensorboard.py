@@ -280,8 +280,8 @@ class ClassifierBoard(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         shape = getattr(trainer.datamodule, "image_shape", None)
         writer = self._writer(trainer)
-        if writer is None or getattr(pl_module, "task", None) != "classification":
-            return
+        if writer is None or getattr(pl_module, "task", None) != "classification" or trainer.global_step > 0:
+            return  # (a continued run: it drew them when it started)
         if self.graph:
             with warnings.catch_warnings():
                 # add_graph traces the model with torch.jit.trace, which torch deprecates (a FutureWarning
