@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from gradlab.run import cli, sweeps
 
 sweeps.register_resolvers()  # the sweep job folder names of conf/train.yaml
+sweeps.register_launcher()  # hydra/launcher=joblib: gradlab's, which stops gently
 
 
 def _train(cfg: DictConfig) -> float:

@@ -59,10 +59,7 @@ class RefuseBeforeTheSweep(Callback):
             fail(str(e), 2)
         from gradlab.run import signals
 
-        if "joblib" in str(OmegaConf.select(config, "hydra.launcher._target_", default="")).lower():
-            signals.stop_workers_gently()  # jobs in worker processes: each saves before the sweep ends
-        else:
-            signals.raise_from_now_on()  # Hydra writes the sweep folder next: a stop is cleaned up from here
+        signals.raise_from_now_on()  # Hydra writes the sweep folder next: a stop is cleaned up from here
 
 
 class DDPWorkersPerSweepJob(Callback):
@@ -157,6 +154,26 @@ def claim_sweep_dir(root: Any, name: Any) -> str:
         if not path.exists():
             return str(path)
     raise AssertionError("unreachable")
+
+
+def register_launcher() -> None:
+    """hydra/launcher=joblib as hydra_plugins.gradlab.joblib_launcher.JoblibLauncher: hydra-joblib-launcher's
+    config with gradlab's subclass as its target, stored under the plugin's own name. After Hydra's scan of
+    its plugins (done here, once per process: Hydra reuses it), which stores the plugin's own entry."""
+    from dataclasses import dataclass
+
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.plugins import Plugins
+    from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
+
+    Plugins.instance()
+
+    @dataclass
+    class StoppableJobLibLauncherConf(JobLibLauncherConf):
+        _target_: str = "hydra_plugins.gradlab.joblib_launcher.JoblibLauncher"
+
+    ConfigStore.instance().store(group="hydra/launcher", name="joblib", node=StoppableJobLibLauncherConf,
+                                 provider="gradlab")
 
 
 def register_resolvers() -> None:
