@@ -57,7 +57,7 @@ def run(job: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
 
     from gradlab.checks.checkpoint import BadCheckpoint, UnsafeCheckpoint
     from gradlab.lessons.csvfile import DataError
-    from gradlab.run import signals, stopping
+    from gradlab.run import nodes, signals, stopping
     from gradlab.run.files import WriteError
     from gradlab.run.rundirs import RunInUse, UnsafeRunFolder
     from gradlab.run.stopping import Diverged
@@ -71,6 +71,12 @@ def run(job: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     except (DataError, FileNotFoundError, BadCheckpoint, UnsafeCheckpoint, UnsafeRunFolder, RunInUse,
             WriteError) as e:
         fail(str(e), 2)
+    except nodes.NodesLost as e:
+        fail(str(e), 4)
+    except RuntimeError as e:
+        if not nodes.lost(e):  # in a collective: a rank of this run died, or hung past ddp_timeout_s
+            raise
+        fail(nodes.lost_message(e, nodes.timeout_s(cfg)), 4)
     except BrokenPipeError:
         # the output's reader went away (`python scripts/train.py | head`): stop as SIGPIPE would stop a
         # shell tool, with one line on stderr and no traceback; stdout goes nowhere from here on
