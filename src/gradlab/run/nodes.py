@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import os
 import re
+import socket
+import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -117,19 +120,55 @@ def launch(cfg: DictConfig) -> Launch | None:
 
 
 def join(launch: Launch, timeout_s: float) -> None:
-    """Connects this process to the run's other ranks (env://, as Lightning would), waiting for them
-    at most `timeout_s`; the same timeout then ends a collective whose peer is gone or stuck."""
+    """Connects this process to the run's other ranks through rank 0's store at MASTER_ADDR:MASTER_PORT,
+    waiting for them at most `timeout_s`; the same timeout then ends a collective whose peer is gone
+    or stuck. Under torchrun the store is torchrun's own (env://)."""
     import torch.distributed as dist
 
     global _joined
-    os.environ["MASTER_ADDR"] = launch.main_address
+    os.environ["MASTER_ADDR"] = launch.main_address  # as Lightning sets them, for whatever reads them later
     os.environ["MASTER_PORT"] = str(launch.main_port)
+    joined = threading.Event()
+    threading.Thread(target=_give_up_unless, args=(joined, launch, timeout_s), daemon=True).start()
+    timeout = timedelta(seconds=timeout_s)
     try:
-        dist.init_process_group(launch.backend, init_method="env://", rank=launch.rank,
-                                world_size=launch.world_size, timeout=timedelta(seconds=timeout_s))
-    except dist.DistError as e:
+        if dist.is_torchelastic_launched():
+            dist.init_process_group(launch.backend, init_method="env://", rank=launch.rank,
+                                    world_size=launch.world_size, timeout=timeout)
+        else:
+            store = dist.TCPStore(launch.main_address, launch.main_port, launch.world_size, launch.rank == 0,
+                                  timeout, master_listen_fd=_listen(launch) if launch.rank == 0 else None)
+            dist.init_process_group(launch.backend, store=store, rank=launch.rank, world_size=launch.world_size,
+                                    timeout=timeout)
+    except (dist.DistError, OSError) as e:
         raise NodesLost(lost_message(e, timeout_s, joining=True)) from None
+    finally:
+        joined.set()
     _joined = True
+
+
+def _listen(launch: Launch) -> int:
+    """A socket listening on MASTER_ADDR:MASTER_PORT alone, for rank 0's store: left to itself,
+    torch's store listens on every address of the machine (::), where only MASTER_ADDR is asked for."""
+    sock = socket.socket(socket.AF_INET6 if ":" in launch.main_address else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a run that just ended may hold it in TIME_WAIT
+    try:
+        sock.bind((launch.main_address, launch.main_port))
+        sock.listen()
+    except OSError as e:
+        sock.close()
+        raise OSError(e.errno, f"cannot listen on MASTER_ADDR:MASTER_PORT={launch.main_address}:"
+                               f"{launch.main_port}: {e.strerror}") from None
+    return sock.detach()  # the store's from now on
+
+
+def _give_up_unless(joined: threading.Event, launch: Launch, timeout_s: float) -> None:
+    """Ends the process if it has not joined a while after the timeout: torch's store client waits
+    without one for a MASTER_PORT where something else listens and never answers."""
+    if not joined.wait(timeout_s + 5):
+        error = TimeoutError(f"no answer from {launch.main_address}:{launch.main_port}")
+        print(f"gradlab: {lost_message(error, timeout_s, joining=True)}", file=sys.stderr, flush=True)
+        os._exit(4)  # nothing written yet; the main thread is inside torch and cannot be interrupted
 
 
 def check_same_config(cfg: DictConfig) -> None:
@@ -137,7 +176,7 @@ def check_same_config(cfg: DictConfig) -> None:
     another command line), naming each difference, before anything is written."""
     import torch.distributed as dist
 
-    if not _joined:
+    if not _joined_now():
         return
     mine = _flat(OmegaConf.to_container(cfg, resolve=True))
     everyone: list[dict] = [{} for _ in range(dist.get_world_size())]
@@ -162,7 +201,7 @@ def from_rank_0(decide: Callable[[], T]) -> T:
     itself in a process that joined none."""
     import torch.distributed as dist
 
-    if not _joined:
+    if not _joined_now():
         return decide()
     box: list = [None]
     if dist.get_rank() == 0:
@@ -197,12 +236,19 @@ def lost_message(error: BaseException, timeout_s: float, joining: bool = False) 
     # the first sentence, without gloo's source location: "Read error [127.0.0.1]:4567: Connection reset by peer"
     detail = re.sub(r"^\[[^\]]*\] ", "", " ".join(str(error).split())).split(". ")[0][:300]
     if joining:
-        return (f"the other processes of this run did not all join within ddp_timeout_s={timeout_s:g} s, or "
-                f"could not be reached ({detail}). Start the same command on every node with the same "
-                "MASTER_ADDR and a free MASTER_PORT; nothing was written")
+        return (f"could not connect the processes of this run ({detail}; each waits ddp_timeout_s={timeout_s:g} s "
+                "for the others). Start the same command on every node, with the same MASTER_ADDR and a free "
+                "MASTER_PORT of that machine; nothing was written")
     return (f"lost the other processes of this run (one stopped, or did not answer within ddp_timeout_s="
             f"{timeout_s:g} s): {detail}. The checkpoints written before it, if any, are kept (resume=true "
             "continues from the newest last.ckpt)")
+
+
+def _joined_now() -> bool:
+    """join() ran in this process and its group is still there (a sweep's job end destroys it)."""
+    import torch.distributed as dist
+
+    return _joined and dist.is_initialized()
 
 
 def _a_trainer(cfg: DictConfig):
