@@ -2,6 +2,7 @@
 
 Exit codes: 0 done; 2 bad config, data or checkpoint, a file gradlab cannot write, or a run another
 process writes (a one-paragraph message, no traceback unless HYDRA_FULL_ERROR=1); 3 training diverged;
+4 the processes of a run on several nodes could not connect, or lost each other (one line);
 128 + signal number when interrupted (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP) or when the
 output's reader went away (141, as SIGPIPE); 1 anything unexpected (with its traceback). Hydra's own
 errors (an unknown group option or key, bad override syntax) come before any of this: Hydra
