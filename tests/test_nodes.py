@@ -162,7 +162,8 @@ def test_two_nodes_resume_their_run_and_end_with_the_weights_of_one_uninterrupte
     ((), {"WORLD_SIZE": "3"}, ["WORLD_SIZE='3'", "trainer.num_nodes=2 x trainer.devices=1 = 2"]),
     ((), {"MASTER_PORT": None}, ["trainer.num_nodes=2 without MASTER_PORT"]),
     (("trainer.devices=2",), {"WORLD_SIZE": "4"}, ["NODE_RANK=0 with trainer.devices=2", "torchrun"]),
-], ids=["WORLD_SIZE is not nodes x devices", "no MASTER_PORT", "NODE_RANK with 2 devices"])
+    ((), {"NODE_RANK": "2"}, ["NODE_RANK=2 with trainer.num_nodes=2", "from 0 to 1"]),
+], ids=["WORLD_SIZE is not nodes x devices", "no MASTER_PORT", "NODE_RANK with 2 devices", "NODE_RANK too large"])
 def test_a_launch_the_nodes_could_not_share_a_run_in_is_refused_before_any_folder(tmp_path, args, launch, said):
     (code, _, err), = _finish([_node(0, _free_port(), tmp_path, *args, **launch)])
     assert code == 2, err
@@ -177,8 +178,8 @@ def test_node_0_ends_with_one_line_and_exit_4_when_node_1_dies_or_hangs(tmp_path
     port = _free_port()
     nodes = [_node(rank, port, tmp_path, "trainer.max_epochs=1000000", f"ddp_timeout_s={timeout_s}")
              for rank in (0, 1)]
+    run_dir = tmp_path / "lightning_logs" / "default" / "version_0"
     try:
-        run_dir = tmp_path / "lightning_logs" / "default" / "version_0"
         deadline = time.monotonic() + 90
         while not list(run_dir.glob("events.out.tfevents.*")) and time.monotonic() < deadline:
             time.sleep(0.1)  # until they train (node 0 opens TensorBoard's writer at the start)
@@ -197,6 +198,27 @@ def test_node_0_ends_with_one_line_and_exit_4_when_node_1_dies_or_hangs(tmp_path
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("gradlab: lost the other processes of this run"), err
     assert f"ddp_timeout_s={timeout_s}" in lines[0]
+
+
+@pytest.mark.slow
+def test_sigterm_on_node_0_stops_both_nodes_at_the_end_of_an_epoch_with_one_checkpoint(tmp_path):
+    port = _free_port()
+    nodes = [_node(rank, port, tmp_path, "trainer.max_epochs=1000000", "ddp_timeout_s=5") for rank in (0, 1)]
+    run_dir = tmp_path / "lightning_logs" / "default" / "version_0"
+    try:
+        deadline = time.monotonic() + 90
+        while not list(run_dir.glob("events.out.tfevents.*")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        nodes[0].send_signal(signal.SIGTERM)  # node 1 is not signalled: the nodes agree at the epoch's end
+        ended = _finish(nodes, timeout=60)
+    finally:
+        for node in nodes:
+            node.kill()
+    assert [code for code, _, _ in ended] == [143, 143], ended
+    assert "resume=true" in ended[0][1]  # the command to continue, on every node
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["epoch"] >= 1 and _folders(tmp_path) == ONE_RUN
 
 
 @pytest.mark.slow

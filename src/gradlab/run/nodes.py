@@ -98,11 +98,16 @@ def launch(cfg: DictConfig) -> Launch | None:
     if trainer.world_size == 1:
         return None
     environment = trainer.strategy.cluster_environment
+    node_rank = environment.node_rank()
+    if not 0 <= node_rank < trainer.num_nodes:
+        raise ConfigError(f"bad launch: NODE_RANK={node_rank} with trainer.num_nodes={trainer.num_nodes}. "
+                          f"Allowed: NODE_RANK from 0 to {trainer.num_nodes - 1}, a different one on each node. "
+                          f"{NOTHING_RAN}")
     if not environment.creates_processes_externally and trainer.num_devices > 1:
         if trainer.num_nodes == 1:
             return None  # one machine: Lightning starts the workers when it fits (trainer=ddp_cpu)
         raise ConfigError(
-            f"bad launch: NODE_RANK={environment.node_rank()} with trainer.devices={trainer.num_devices} "
+            f"bad launch: NODE_RANK={node_rank} with trainer.devices={trainer.num_devices} "
             f"starts the other {trainer.num_devices - 1} process(es) of each node only inside Lightning's "
             "fit, after the run directory is chosen, so the nodes could not share one. Allowed: "
             "trainer.devices=1 with one command per node, or a launcher that starts every process "
@@ -237,8 +242,8 @@ def lost_message(error: BaseException, timeout_s: float, joining: bool = False) 
     detail = re.sub(r"^\[[^\]]*\] ", "", " ".join(str(error).split())).split(". ")[0][:300]
     if joining:
         return (f"could not connect the processes of this run ({detail}; each waits ddp_timeout_s={timeout_s:g} s "
-                "for the others). Start the same command on every node, with the same MASTER_ADDR and a free "
-                "MASTER_PORT of that machine; nothing was written")
+                "for the others). Start the same command on every node, each with its own NODE_RANK, the same "
+                "MASTER_ADDR and a free MASTER_PORT of that machine; nothing was written")
     return (f"lost the other processes of this run (one stopped, or did not answer within ddp_timeout_s="
             f"{timeout_s:g} s): {detail}. The checkpoints written before it, if any, are kept (resume=true "
             "continues from the newest last.ckpt)")
