@@ -5,11 +5,12 @@ Lightning connects the ranks only inside `trainer.fit`, but a run's directory (i
 lock, config.yaml and checkpoints) is chosen before the Trainer is built, and a rank cannot derive
 rank 0's: `version_<N>` is claimed with os.mkdir, and Hydra's timestamped folders differ per rank
 (hydra#2070). So when every process of a run was started from outside, gradlab initialises
-torch.distributed itself (env://, `ddp_timeout_s`), checks that every rank composed the same config,
-lets rank 0 claim the run directory and broadcasts it. Lightning's DDPStrategy then finds the process
-group initialised and uses it (`_init_dist_connection` returns early when
-`torch.distributed.is_initialized()`). Workers that Lightning starts itself (trainer=ddp_cpu on one
-machine) are not started from outside: rank 0 gives them its directory in GRADLAB_RUN_DIR (rundirs).
+torch.distributed itself (rank 0's store at MASTER_ADDR:MASTER_PORT, `ddp_timeout_s`), checks that
+every rank composed the same config, lets rank 0 claim the run directory and broadcasts it.
+Lightning's DDPStrategy then finds the process group initialised and uses it (in Lightning 2.6 its
+setup_distributed connects only when `torch.distributed.is_initialized()` is false). Workers that
+Lightning starts itself (trainer=ddp_cpu on one machine) are not started from outside: rank 0 gives
+them its directory in GRADLAB_RUN_DIR (rundirs).
 """
 
 from __future__ import annotations
@@ -22,12 +23,15 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
 from gradlab.checks.config import ConfigError
 from gradlab.run import rundirs
+
+if TYPE_CHECKING:
+    import torch
 
 T = TypeVar("T")
 NOTHING_RAN = "Nothing was run and no run directory was created."
@@ -48,7 +52,11 @@ class Launch:
     world_size: int
     main_address: str
     main_port: int
-    backend: str  # nccl on GPUs, gloo on CPUs: what Lightning's DDPStrategy would choose
+    device: torch.device  # the one Lightning gives this rank: cuda:<local rank> or cpu
+
+    @property
+    def backend(self) -> str:
+        return "nccl" if self.device.type == "cuda" else "gloo"  # what Lightning's DDPStrategy would choose
 
 
 def connect(cfg: DictConfig) -> None:
@@ -75,8 +83,8 @@ def strategy(cfg: DictConfig):
 
 
 def launch(cfg: DictConfig) -> Launch | None:
-    """Launch when every process of this run was started from outside (several nodes, torchrun, srun);
-    None for one process, and for DDP whose workers Lightning starts itself.
+    """This process's Launch when every process of its run was started from outside (several nodes,
+    torchrun, srun); None for one process, and for DDP whose workers Lightning starts itself.
 
     Refuses (ConfigError) a WORLD_SIZE other than num_nodes x devices, which Lightning would ignore
     under plain environment variables and so wait for ranks that never come, and a several-node
@@ -119,18 +127,20 @@ def launch(cfg: DictConfig) -> Launch | None:
         raise ConfigError(f"bad launch: trainer.num_nodes={trainer.num_nodes} without MASTER_PORT. Allowed: "
                           "MASTER_PORT=<a free port of the NODE_RANK=0 machine>, the same on every node. "
                           f"{NOTHING_RAN}")
-    backend = "nccl" if trainer.strategy.root_device.type == "cuda" else "gloo"
     return Launch(trainer.global_rank, trainer.world_size, environment.main_address, environment.main_port,
-                  backend)
+                  trainer.strategy.root_device)
 
 
 def join(launch: Launch, timeout_s: float) -> None:
     """Connects this process to the run's other ranks through rank 0's store at MASTER_ADDR:MASTER_PORT,
     waiting for them at most `timeout_s`; the same timeout then ends a collective whose peer is gone
     or stuck. Under torchrun the store is torchrun's own (env://)."""
+    import torch
     import torch.distributed as dist
 
     global _joined
+    if launch.backend == "nccl":  # NCCL's collectives below run on the current GPU: each rank its own
+        torch.cuda.set_device(launch.device)
     os.environ["MASTER_ADDR"] = launch.main_address  # as Lightning sets them, for whatever reads them later
     os.environ["MASTER_PORT"] = str(launch.main_port)
     joined = threading.Event()
