@@ -37,8 +37,10 @@ def _node(rank: int, port: int, cwd: Path, *args: str, **launch: str | None) -> 
     env = {**os.environ, "NODE_RANK": str(rank), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
            "WORLD_SIZE": "2", "GLOO_SOCKET_IFNAME": "lo", "PYTHONUNBUFFERED": "1", **launch}
     env = {key: value for key, value in env.items() if value is not None}
-    return subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train.py"), *TWO_NODES, *args], cwd=cwd,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    flags = [a for a in args if a.startswith("-")]  # Hydra's flags (-m) before the overrides
+    overrides = [a for a in args if not a.startswith("-")]
+    return subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train.py"), *flags, *TWO_NODES, *overrides],
+                            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _torchrun_node(rank: int, port: int, cwd: Path, *args: str) -> subprocess.Popen:
@@ -238,6 +240,13 @@ def test_node_0_alone_gives_up_after_the_timeout_and_writes_nothing(tmp_path):
     assert code == 4 and err.startswith("gradlab: could not connect the processes of this run"), err
     assert "ddp_timeout_s=3" in err and len(err.strip().splitlines()) == 1
     assert time.monotonic() - started < 45  # start-up (a loaded machine) + 3 s, not 30 minutes
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_sweep_started_on_two_nodes_is_refused_before_any_folder(tmp_path):
+    (code, _, err), = _finish([_node(0, _free_port(), tmp_path, "-m", "optimizer.lr=0.01,0.1")])
+    assert code == 2 and "a sweep (-m) cannot be started on several nodes" in err and "NODE_RANK=0" in err, err
     assert list(tmp_path.iterdir()) == []
 
 
