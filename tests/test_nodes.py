@@ -17,7 +17,7 @@ import psutil
 import pytest
 import torch
 import yaml
-from conftest import ROOT, make_cfg
+from conftest import ROOT, make_cfg, run_script
 
 from gradlab.run.recipe import train
 
@@ -241,6 +241,28 @@ def test_node_0_alone_gives_up_after_the_timeout_and_writes_nothing(tmp_path):
     assert "ddp_timeout_s=3" in err and len(err.strip().splitlines()) == 1
     assert time.monotonic() - started < 45  # start-up (a loaded machine) + 3 s, not 30 minutes
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_what_rank_0_refuses_while_claiming_the_run_ends_every_node_with_its_message(tmp_path):
+    assert run_script("train.py", "trainer.max_epochs=5", cwd=tmp_path).returncode == 0
+    run_dir = tmp_path / "lightning_logs" / "default" / "version_0"
+    hold = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR); "
+            "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); os.ftruncate(fd, 0); "
+            "os.write(fd, b'host test pid 1'); print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(run_dir / "gradlab.lock")], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"  # another process writes the run
+        port = _free_port()
+        ended = _finish([_node(r, port, tmp_path, "resume=true", "trainer.max_epochs=10") for r in (0, 1)])
+    finally:
+        holder.kill()
+        holder.communicate()
+    assert [code for code, _, _ in ended] == [2, 2], ended
+    for code, _, err in ended:  # node 1 gets rank 0's refusal, rather than waiting for a run directory
+        assert code == 2 and "is in use by host test pid 1" in err and "Traceback" not in err, err
+    assert _folders(tmp_path) == ONE_RUN
 
 
 @pytest.mark.slow

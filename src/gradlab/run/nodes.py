@@ -15,7 +15,9 @@ them its directory in GRADLAB_RUN_DIR (rundirs).
 
 from __future__ import annotations
 
+import atexit
 import os
+import pickle
 import re
 import socket
 import sys
@@ -160,6 +162,17 @@ def join(launch: Launch, timeout_s: float) -> None:
     finally:
         joined.set()
     _joined = True
+    atexit.register(_leave)
+
+
+def _leave() -> None:
+    """Closes the process group before the interpreter ends, whatever ends it: left to the end of the
+    interpreter, gloo's threads can be torn down while still running ("terminate called without an
+    active exception", SIGABRT) when a rank exits just after another."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _listen(launch: Launch) -> int:
@@ -219,16 +232,31 @@ def from_rank_0(decide: Callable[[], T]) -> T:
     if not _joined_now():
         return decide()
     box: list = [None]
+    mine: Exception | None = None
     if dist.get_rank() == 0:
         try:
             box[0] = (decide(), None)
         except Exception as e:  # the others stop with the same error, rather than waiting for the answer
-            box[0] = (None, e)
+            mine = e
+            box[0] = (None, _portable(e))
     dist.broadcast_object_list(box, src=0)
     answer, error = box[0]
+    if mine is not None:
+        raise mine
     if error is not None:
-        raise error
+        raise pickle.loads(error[0]) if error[0] is not None else RuntimeError(error[1])
     return answer
+
+
+def _portable(error: Exception) -> tuple[bytes | None, str]:
+    """`error` pickled, if it survives the trip (an exception whose __init__ takes other arguments
+    than its message would not be rebuilt on the other side), and its text for a RuntimeError if not."""
+    try:
+        data = pickle.dumps(error)
+        pickle.loads(data)
+    except Exception:
+        data = None
+    return data, f"{type(error).__name__} on rank 0: {error}"
 
 
 def lost(error: BaseException) -> bool:
