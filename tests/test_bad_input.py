@@ -44,6 +44,7 @@ CONFIG_CASES = {
     ),
     "adam_eps_zero": (["optimizer=adam", "optimizer.eps=0"], 2, ["optimizer.eps=0", "a number > 0"]),
     "seed_negative": (["seed=-1"], 2, ["seed=-1", "an integer from 0 to 4294967295"]),
+    "ddp_timeout_zero": (["ddp_timeout_s=0"], 2, ["ddp_timeout_s=0", "seconds > 0"]),
     "seed_too_large": (["seed=99999999999"], 2, ["seed=99999999999", "4294967295"]),
     "csv_without_path": (["data=csv"], 2, ["data.path", "Missing mandatory value"]),
     "fast_dev_run_maybe": (["trainer.fast_dev_run=maybe"], 2, ["trainer.fast_dev_run='maybe'", "true, false"]),

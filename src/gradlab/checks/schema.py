@@ -399,6 +399,8 @@ class TrainRun(Where, kw_only=True):
     threads: Annotated[Literal["auto"] | Annotated[int, Meta(ge=1)], Meta(
         description="'auto' (1 torch thread for a small model, torch's choice for a large one) or an "
                     "integer >= 1")] = "auto"
+    ddp_timeout_s: Annotated[float, Meta(gt=0, le=86400, description="seconds > 0 (at most a day), e.g. "
+                                                                      "ddp_timeout_s=300")] = 300
 
 
 class EvalRun(Where):

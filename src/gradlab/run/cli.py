@@ -2,6 +2,7 @@
 
 Exit codes: 0 done; 2 bad config, data or checkpoint, a file gradlab cannot write, or a run another
 process writes (a one-paragraph message, no traceback unless HYDRA_FULL_ERROR=1); 3 training diverged;
+4 the processes of a run on several nodes could not connect, or lost each other (one line);
 128 + signal number when interrupted (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP) or when the
 output's reader went away (141, as SIGPIPE); 1 anything unexpected (with its traceback). Hydra's own
 errors (an unknown group option or key, bad override syntax) come before any of this: Hydra
@@ -138,7 +139,7 @@ def _run(job: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
 
     from gradlab.checks.checkpoint import BadCheckpoint, UnsafeCheckpoint
     from gradlab.lessons.csvfile import DataError
-    from gradlab.run import signals, stopping
+    from gradlab.run import nodes, signals, stopping
     from gradlab.run.files import WriteError
     from gradlab.run.rundirs import RunInUse, UnsafeRunFolder
     from gradlab.run.stopping import Diverged
@@ -152,6 +153,12 @@ def _run(job: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     except (DataError, FileNotFoundError, BadCheckpoint, UnsafeCheckpoint, UnsafeRunFolder, RunInUse,
             WriteError) as e:
         fail(str(e), 2)
+    except nodes.NodesLost as e:
+        fail(str(e), 4)
+    except RuntimeError as e:
+        if not nodes.lost(e):  # in a collective: a rank of this run died, or hung past ddp_timeout_s
+            raise
+        fail(nodes.lost_message(e, nodes.timeout_s(cfg)), 4)
     except BrokenPipeError:
         # the output's reader went away (`python scripts/train.py | head`): stop as SIGPIPE would stop a
         # shell tool, with one line on stderr and no traceback; stdout goes nowhere from here on

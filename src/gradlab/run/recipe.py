@@ -25,7 +25,7 @@ from gradlab.checks.checkpoint import check_fits, load_checkpoint
 from gradlab.checks.config import check, check_arguments
 from gradlab.lessons.csvfile import DataError
 from gradlab.lessons.data import input_rows
-from gradlab.run import resume, rundirs, signals, threads, transfer
+from gradlab.run import nodes, resume, rundirs, signals, threads, transfer
 from gradlab.run.checkpoints import (
     AtomicCheckpointIO,
     FlushLogsAtCheckpoint,
@@ -79,6 +79,7 @@ def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> R
     cfg = resume.effective_config(cfg)  # a resume: its run's config.yaml plus what this command line changes
     check(cfg)  # cli.run checked the command line's before the imports; this is for Python callers and resumes
     check_arguments(cfg)  # what only the imported classes know, still before a run directory
+    nodes.connect(cfg)  # processes a launcher started (several nodes, torchrun, srun) join, on one config
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     started = time.perf_counter()
     dm = datamodule or _data(cfg)  # bad data fails here, before any run directory exists
@@ -159,8 +160,7 @@ def _model(cfg: DictConfig, dm: L.LightningDataModule) -> L.LightningModule:
 def _run_dir(cfg: DictConfig, model: L.LightningModule, dm) -> RunDir:
     """The run directory, claimed for this process: a new one, or the one a checkpoint continues.
     The checkpoint is checked first; a new run's config.yaml is saved, a resume is recorded."""
-    run = _resolve(cfg, model, dm)
-    rundirs.claim_run(run.path, run.ckpt_path, run.is_new)
+    run = nodes.from_rank_0(lambda: _claim(cfg, model, dm))  # several nodes: every rank gets rank 0's
     resume.record(run.path, run.ckpt_path, run.is_new, cfg)  # resumes.yaml: each resume's command line
     if run.is_new and rank_zero_only.rank == 0:
         write_text(run.path / "config.yaml", OmegaConf.to_yaml(cfg))
@@ -169,6 +169,12 @@ def _run_dir(cfg: DictConfig, model: L.LightningModule, dm) -> RunDir:
     if cfg.print_config and rank_zero_only.rank == 0:
         _print_tree(cfg)
     say(f"gradlab: run directory {run.path}")
+    return run
+
+
+def _claim(cfg: DictConfig, model: L.LightningModule, dm) -> RunDir:
+    run = _resolve(cfg, model, dm)
+    rundirs.claim_run(run.path, run.ckpt_path, run.is_new)
     return run
 
 
@@ -193,7 +199,8 @@ def _trainer(cfg: DictConfig, run: RunDir, board, stopper: GracefulStop) -> L.Tr
         callbacks.append(instantiate(cfg.scheduler))
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a progress callback then
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    return instantiate(cfg.trainer, logger=board, callbacks=callbacks, default_root_dir=str(run.path),
+    return instantiate(cfg.trainer, strategy=nodes.strategy(cfg), logger=board, callbacks=callbacks,
+                       default_root_dir=str(run.path),
                        plugins=[AtomicCheckpointIO(run.path / "checkpoints")])  # complete checkpoints or none
 
 

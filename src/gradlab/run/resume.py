@@ -28,7 +28,7 @@ WHERE_AND_WHAT_TO_SHOW = ("resume", "ckpt_path", "print_config", "predict_x", "r
 HOW_IT_GOES_ON = (
     "trainer.max_epochs", "trainer.max_steps", "trainer.min_epochs", "trainer.log_every_n_steps",
     "trainer.check_val_every_n_epoch", "trainer.enable_progress_bar", "trainer.enable_model_summary",
-    "trainer.accelerator", "trainer.devices", "trainer.strategy", "trainer.num_nodes",
+    "trainer.accelerator", "trainer.devices", "trainer.strategy", "trainer.num_nodes", "ddp_timeout_s",
     "optimizer.lr",
     "callbacks.*.every_n_epochs", "callbacks.plots.*", "callbacks.histograms.*",
 )

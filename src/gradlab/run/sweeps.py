@@ -27,9 +27,10 @@ class RefuseBeforeTheSweep(Callback):
     leaves nothing behind, as a single run's does. Each job's own values are checked when it starts.
 
     Also refused here: continuing runs in a sweep (resume=true, ckpt_path=...: several jobs would
-    continue one run; continue a stopped job with its own printed command), and a sweep folder that
+    continue one run; continue a stopped job with its own printed command), a sweep folder that
     exists already (a fixed hydra.sweep.dir given twice: the second sweep would write into the first's
-    job folders).
+    job folders), and a sweep started on several nodes at once (NODE_RANK, or torchrun's WORLD_SIZE):
+    each node would claim a sweep folder of its own.
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
@@ -47,6 +48,15 @@ class RefuseBeforeTheSweep(Callback):
                     f"a sweep (-m) cannot continue runs ({said}): its jobs would continue one run each time "
                     "over. Continue one run at a time without -m (a stopped sweep job prints its own command). "
                     "Nothing was run and no sweep folder was created."
+                )
+            launched = {k: os.environ[k] for k in ("NODE_RANK", "WORLD_SIZE") if k in os.environ}
+            if "NODE_RANK" in launched or int(launched.get("WORLD_SIZE", "1") or 1) > 1:
+                raise ConfigError(
+                    f"a sweep (-m) cannot be started on several nodes at once "
+                    f"({', '.join(f'{k}={v}' for k, v in launched.items())}): each node would run every job, "
+                    "into a sweep folder of its own. Allowed: one run per command on several nodes (drop -m), "
+                    "or hydra/launcher=slurm from one machine, which starts each job's ranks itself. Nothing "
+                    "was run and no sweep folder was created."
                 )
             sweep = Path(config.hydra.sweep.dir)
             if sweep.exists() and any(sweep.iterdir()):
