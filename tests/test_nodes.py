@@ -1,5 +1,5 @@
 """Two nodes on one box: trainer.num_nodes=2 as two processes started the way a cluster starts them,
-the same command line on both and only NODE_RANK differing (or torchrun on each "node"), checked
+the same command line on both and only NODE_RANK differing, checked
 against the run directory, the TensorBoard run, the lock, the sockets and a single process's weights."""
 
 from __future__ import annotations
