@@ -560,10 +560,12 @@ def test_a_stopped_parallel_sweep_leaves_every_started_job_continuable_with_its_
     batch), and the sweep prints each job's command; pasted as printed, each continues its own job
     folder to the end."""
     signum = signal.SIGINT if how.startswith("Ctrl-C") else signal.SIGTERM
-    jobs = ["hparams_search=lr", "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=4"] if "Optuna" in how \
-        else ["optimizer.lr=0.001,0.002,0.003"]
-    args = [*LONG, "trainer.max_epochs=6", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-            "hydra.job.chdir=true", *jobs]
+    if "Optuna" in how:  # it picks the optimiser and its rate
+        args = [a for a in LONG if not a.startswith("optimizer.")]
+        args += ["hparams_search=lr", "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=4"]
+    else:
+        args = [*LONG, "optimizer.lr=0.001,0.002,0.003"]
+    args += ["trainer.max_epochs=6", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.job.chdir=true"]
     proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train.py"), "-m", *args], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
