@@ -35,6 +35,7 @@ from gradlab.run.rundirs import run_dir_of
 from gradlab.show.report import printable
 
 PREDICTIONS = "predictions.csv"  # the file written without output=, in the run's directory
+STREAM_BLOCK = 1 << 20  # CSV bytes read, predicted and written at a time; peak memory ~50x this (tests: small)
 
 
 def predict(cfg: DictConfig) -> Path:
@@ -125,7 +126,7 @@ def _stream(path: str, n_features: int, dm) -> Iterator[tuple[list[str], list, t
         names = [str(i) for i in range(len(header))]
         reader = pacsv.open_csv(
             path,
-            read_options=pacsv.ReadOptions(column_names=names, skip_rows=skip, block_size=1 << 22),
+            read_options=pacsv.ReadOptions(column_names=names, skip_rows=skip, block_size=STREAM_BLOCK),
             parse_options=pacsv.ParseOptions(quote_char=False),  # plain(): there are no quotes
             convert_options=pacsv.ConvertOptions(column_types={name: pa.string() for name in names},
                                                  null_values=[], strings_can_be_null=False),
