@@ -28,7 +28,7 @@ from gradlab.lessons.csvfile import (
     require_column,
 )
 from gradlab.lessons.data import ClassificationDataModule, CsvDataModule, input_rows
-from gradlab.run import signals
+from gradlab.run import signals, threads
 from gradlab.run.evaluate import find_checkpoint, restore
 from gradlab.run.files import atomic_file
 from gradlab.run.rundirs import run_dir_of
@@ -44,6 +44,9 @@ def predict(cfg: DictConfig) -> Path:
     if (cfg.x is None) == (cfg.input is None):
         raise DataError("give the inputs either on the command line (x=[5,7]) or as a CSV file (input=FILE)")
     restored = restore(find_checkpoint(cfg.ckpt_path, cfg.root_dir, cfg.name))
+    # one torch thread, as train.py's threads=auto takes for batches this small: a block holds at most
+    # STREAM_BLOCK / 2 numbers (a digit and a comma each), and two threads on a busy machine wait
+    threads.apply("auto", STREAM_BLOCK // 2, distributed=False)
     n_features = restored.model.hparams.n_features
     # by default beside the run it comes from, not wherever the command was typed
     out = Path(cfg.output) if cfg.output else (run_dir_of(restored.path) or restored.path.parent) / PREDICTIONS
