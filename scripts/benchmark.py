@@ -8,6 +8,7 @@ Run: python scripts/benchmark.py                      # the journal task and mak
      python scripts/benchmark.py --process --runs 5   # whole processes: train.py vs the journal script
      python scripts/benchmark.py --workload journal trainer.log_every_n_steps=1000   # what logging costs
      python scripts/benchmark.py --workload csv       # reading a 1,000,000 x 11 CSV, against pandas.read_csv
+     python scripts/benchmark.py --workload csv --predict  # and predict.py streaming it
      (or make benchmark ARGS="--rows 100000")
 
 Workloads (README "Speed"):
@@ -35,7 +36,9 @@ Workloads (README "Speed"):
   dtype="float32") alone, the yardstick, against gradlab's `data=csv` (CsvDataModule.setup: the
   read, the split, the float32 tensors). Memory is the read's peak RSS minus the RSS right after
   those imports, against the float32 data (rows x 11 x 4 bytes). With --train, gradlab then trains
-  one epoch on the file (data.batch_size=4096) and times it.
+  one epoch on the file (data.batch_size=4096) and times it. With --predict, `predict.py input=` the
+  file, in a process of its own after the same imports, with a data=csv run trained for 5 epochs on
+  the file's first 2,000 rows: its time, and its peak RSS over the imports' as the read's.
 Rounds are interleaved (plain, gradlab, plain, ...) and the table shows medians: the machine may
 be shared, so read the ratios. Both runs must end at the same training MSE (the script exits 1
 otherwise). Peak memory is the process's resident set (Linux VmHWM), reset before each run.
@@ -147,12 +150,12 @@ def plain_shuffled_epoch(x, y, seed: int, batch_size: int, lr: float) -> tuple[f
     return seconds, mse
 
 
-def compose(*overrides: str):
+def compose(*overrides: str, config: str = "train"):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return hydra_compose("train", overrides=list(overrides))
+        return hydra_compose(config, overrides=list(overrides))
 
 
 def timed_datamodule(cfg_data):
@@ -518,12 +521,23 @@ def csv_child(side: str, path: str, train: bool) -> None:
 
     from gradlab.lessons.data import CsvDataModule
     from gradlab.run import recipe  # noqa: F401
+    from gradlab.run.predict import predict
 
+    folder = Path(path).parent  # predict: the run csv_workload trained beside the file, and the output
+    if side == "predict":
+        import pyarrow.compute  # noqa: F401 (predict.py's streaming imports it)
+
+        cfg = compose("ckpt_path=last", f"input={path}", f"output={folder / 'predicted.csv'}",
+                      f"root_dir={folder / 'runs'}", config="predict")
     baseline = rss_mb()
     reset_peak()
     started = time.perf_counter()
     if side == "pandas":
         rows = len(pd.read_csv(path, dtype="float32"))
+    elif side == "predict":  # every row, streamed: read, predicted, written
+        with contextlib.redirect_stdout(printed := io.StringIO()):
+            predict(cfg)
+        rows = int(printed.getvalue().split("gradlab: ")[-1].split()[0])  # "gradlab: N prediction(s) ..."
     else:
         dm = CsvDataModule(path, "y")
         dm.setup()
@@ -543,7 +557,7 @@ def csv_child(side: str, path: str, train: bool) -> None:
     print(json.dumps(out))
 
 
-def csv_workload(rounds: int, n_rows: int, train: bool) -> bool:
+def csv_workload(rounds: int, n_rows: int, train: bool, predicting: bool = False) -> bool:
     """Prints the csv workload's table; False where gradlab misses a target."""
     import json
 
@@ -554,8 +568,20 @@ def csv_workload(rounds: int, n_rows: int, train: bool) -> bool:
         print(f"wrote {path.name}: {n_rows:,} x 11, {path.stat().st_size / 1e6:.0f} MB in "
               f"{time.perf_counter() - started:.1f} s")
         runs: dict[str, list[dict]] = {"pandas": [], "gradlab": []}
+        if predicting:  # a data=csv run to predict with, trained on the file's first 2,000 rows
+            with open(path) as f, open(Path(folder) / "first.csv", "w") as first:
+                first.writelines(line for _, line in zip(range(2001), f))
+            proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), "data=csv",
+                                   f"data.path={Path(folder) / 'first.csv'}", "data.target=y",
+                                   "trainer.max_epochs=5", f"root_dir={Path(folder) / 'runs'}"],
+                                  capture_output=True, text=True,
+                                  env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+            if proc.returncode != 0:
+                print(proc.stdout + proc.stderr)
+                return False
+            runs["predict"] = []
         for i in range(rounds):
-            for side in ("pandas", "gradlab"):
+            for side in runs:
                 child = [sys.executable, __file__, "--csv-child", side, str(path)]
                 child += ["--train"] if side == "gradlab" and train and i == 0 else []
                 proc = subprocess.run(child, capture_output=True, text=True,
@@ -578,6 +604,8 @@ def csv_workload(rounds: int, n_rows: int, train: bool) -> bool:
               f"| {over:.0f} | {memory:.1f}x |")
         if side == "gradlab":
             ok = ratio <= CSV_TARGETS["time"] and memory <= CSV_TARGETS["memory"]
+        if side == "predict":  # read, predict and write: its time is not held to the read's target
+            ok = ok and memory <= CSV_TARGETS["memory"]
     imported = statistics.median(r["imports_rss"] for rs in runs.values() for r in rs)
     print(f"RSS right after the imports: {imported:.0f} MB")
     trained = [r for r in runs["gradlab"] if "train_seconds" in r]
@@ -711,6 +739,7 @@ def main() -> None:
                         help="epochs (>= 4): journal 1000 by default, feedforward 20, cnn 4")
     parser.add_argument("--rows", type=int, default=1_000_000, help="large and csv workloads: rows")
     parser.add_argument("--train", action="store_true", help="csv workload: also train one epoch on the file")
+    parser.add_argument("--predict", action="store_true", help="csv workload: also time predict.py on the file")
     parser.add_argument("--csv-child", nargs=2, metavar=("SIDE", "PATH"), help=argparse.SUPPRESS)
     parser.add_argument("--features", type=int, default=100, help="large workload: columns")
     parser.add_argument("--batch-size", type=int, default=1024, help="large workload: batch size")
@@ -727,7 +756,7 @@ def main() -> None:
         csv_child(*args.csv_child, args.train)
         return
     if args.workload == "csv":
-        sys.exit(0 if csv_workload(args.rounds, args.rows, args.train) else 1)
+        sys.exit(0 if csv_workload(args.rounds, args.rows, args.train, args.predict) else 1)
     if args.process:
         processes(args.runs, args.long_epochs)
         return

@@ -108,7 +108,7 @@ def test_the_gpu_way_of_watching_the_loss_names_the_same_first_bad_step_and_save
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from gradlab.lessons.linear import LinearRegressor
-    from gradlab.run.stopping import Diverged, DivergenceGuard
+    from gradlab.run.stopping import Diverged, Stopping
 
     path = _journal_weights_until_the_loss_is_not_finite()
     k = len(path) - 1  # the loss at the weights after k updates is the first that is not finite
@@ -118,7 +118,7 @@ def test_the_gpu_way_of_watching_the_loss_names_the_same_first_bad_step_and_save
     model = LinearRegressor(1, optimizer=lambda p: torch.optim.SGD(p, lr=LR))
     saved = ModelCheckpoint(dirpath=tmp_path, every_n_epochs=1, save_top_k=-1, filename="{epoch}")
     trainer = L.Trainer(max_epochs=k + 50, accelerator="cpu", devices=1, logger=False, log_every_n_steps=7,
-                        callbacks=[DivergenceGuard(read_every_step=False), saved], limit_val_batches=0,
+                        callbacks=[Stopping(read_every_step=False), saved], limit_val_batches=0,
                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
     with pytest.raises(Diverged, match=rf"stopped being finite at epoch \d+ \(step {k}\)"):
         trainer.fit(model, datamodule=dm)

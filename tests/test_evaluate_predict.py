@@ -153,24 +153,36 @@ def test_predict_reads_a_csv_and_matches_the_training_runs_prediction(trained, t
     assert float(rows[2][1]) == pytest.approx(w * -1.5 + b, rel=1e-6)
 
 
-def test_predict_streams_a_big_csv_in_blocks_and_writes_what_the_serial_pass_writes(trained, tmp_path):
-    """300,000 rows stream through in blocks; the same rows with one quoted cell (only the serial
-    pass reads quotes) give the same file, row for row, the input cells kept as they were written."""
+def test_predict_streams_a_csv_bigger_than_a_block_and_writes_what_plain_torch_gives_row_by_row(
+        trained, tmp_path, monkeypatch):
+    """A file of many blocks (the block made small here) streams through, never reaching the serial
+    pass; each input cell is kept as it was written, and each prediction is plain torch's for that
+    row alone. The same rows with one quoted cell (only the serial pass reads quotes) give the same file."""
+    import gradlab.run.predict as predicting
+
     cwd, run_dir, _ = trained
-    xs = [f"{v:.6g}" for v in np.random.default_rng(3).normal(scale=3, size=300_000)]
+    rng = np.random.default_rng(3)
+    xs = [f"{v:.4f}" if i % 7 == 0 else f"{v:.6g}" for i, v in enumerate(rng.normal(scale=3, size=3000))]
     (tmp_path / "plain.csv").write_text("x\n" + "".join(f"{x}\n" for x in xs))
     (tmp_path / "quoted.csv").write_text(f'x\n"{xs[0]}"\n' + "".join(f"{x}\n" for x in xs[1:]))
+    monkeypatch.setattr(predicting, "STREAM_BLOCK", 4096)
+    assert (tmp_path / "plain.csv").stat().st_size > 5 * predicting.STREAM_BLOCK
+    serial = predicting._from_csv
+    read_serially = []
+    monkeypatch.setattr(predicting, "_from_csv", lambda *a: read_serially.append(a[0]) or serial(*a))
     written = {}
     for name in ("plain", "quoted"):
         out = tmp_path / f"{name}_out.csv"
         predict(_config("predict", f"input={tmp_path / (name + '.csv')}", f"output={out}",
                         f"root_dir={cwd / 'lightning_logs'}"))
         written[name] = out.read_text()
+    assert read_serially == [str(tmp_path / "quoted.csv")]  # the plain file streamed
     assert written["plain"] == written["quoted"]
     rows = list(csv.reader(written["plain"].splitlines()))
     assert rows[0] == ["x", "prediction"] and [r[0] for r in rows[1:]] == xs
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    w, b = state["net.lin.weight"].item(), state["net.lin.bias"].item()
-    got = np.array([float(r[1]) for r in rows[1:]])
-    x = np.array(xs, dtype=np.float32).astype(np.float64)
-    np.testing.assert_allclose(got, w * x + b, rtol=1e-5, atol=1e-5)
+    linear = torch.nn.Linear(1, 1)
+    linear.load_state_dict({"weight": state["net.lin.weight"], "bias": state["net.lin.bias"]})
+    with torch.no_grad():  # one row at a time: (1, 1) -> (1, 1)
+        expected = [f"{linear(torch.tensor([[float(x)]])).item():.9g}" for x in xs]
+    assert [r[1] for r in rows[1:]] == expected

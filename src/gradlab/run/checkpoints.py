@@ -13,7 +13,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from gradlab.checks.checkpoint import BadCheckpoint, inside, load_checkpoint
 from gradlab.run.files import atomic_file
 
-MODEL_CLASS = "gradlab_model_class"  # the checkpoint key RecordModelClass writes
+MODEL_CLASS = "gradlab_model_class"  # the checkpoint key CheckpointBookkeeping writes
 DEFAULT_MODEL = "gradlab.lessons.linear.LinearRegressor"  # a checkpoint that names no class: the first model's
 # where each class lived before gradlab was laid out by concern: old checkpoints and configs name them
 MOVED = {
@@ -36,11 +36,20 @@ def moved(target: str) -> str:
     return target
 
 
-class RecordModelClass(L.Callback):
-    """Writes the model's class into every checkpoint, so eval.py and predict.py rebuild that class."""
+class CheckpointBookkeeping(L.Callback):
+    """What gradlab adds to every checkpoint Lightning writes, as one callback (Lightning calls every
+    callback at each of about nine hooks a step; README "Speed"):
+    - the model's class, written into it, so eval.py and predict.py rebuild that class;
+    - the loggers' event files, flushed: after a kill -9, the curves then reach at least the step
+      that resume continues from, so they show no hole before it.
+    """
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         checkpoint[MODEL_CLASS] = f"{type(pl_module).__module__}.{type(pl_module).__qualname__}"
+        for lg in trainer.loggers:
+            flush = getattr(getattr(lg, "experiment", None), "flush", None)
+            if callable(flush):
+                flush()
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -106,14 +115,3 @@ def logger_resume_kwargs(ckpt_path: Path | None) -> dict:
     if ckpt_path is None:
         return {}
     return {"purge_step": int(load_checkpoint(ckpt_path).get("global_step", 0))}
-
-
-class FlushLogsAtCheckpoint(L.Callback):
-    """Flushes the loggers' event files whenever a checkpoint is saved: after a kill -9, the curves
-    then reach at least the step that resume continues from, so they show no hole before it."""
-
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        for lg in trainer.loggers:
-            flush = getattr(getattr(lg, "experiment", None), "flush", None)
-            if callable(flush):
-                flush()

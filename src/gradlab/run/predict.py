@@ -28,13 +28,14 @@ from gradlab.lessons.csvfile import (
     require_column,
 )
 from gradlab.lessons.data import ClassificationDataModule, CsvDataModule, input_rows
-from gradlab.run import signals
+from gradlab.run import signals, threads
 from gradlab.run.evaluate import find_checkpoint, restore
 from gradlab.run.files import atomic_file
 from gradlab.run.rundirs import run_dir_of
 from gradlab.show.report import printable
 
 PREDICTIONS = "predictions.csv"  # the file written without output=, in the run's directory
+STREAM_BLOCK = 1 << 20  # CSV bytes read, predicted and written at a time; peak memory ~50x this (tests: small)
 
 
 def predict(cfg: DictConfig) -> Path:
@@ -43,6 +44,9 @@ def predict(cfg: DictConfig) -> Path:
     if (cfg.x is None) == (cfg.input is None):
         raise DataError("give the inputs either on the command line (x=[5,7]) or as a CSV file (input=FILE)")
     restored = restore(find_checkpoint(cfg.ckpt_path, cfg.root_dir, cfg.name))
+    # one torch thread, as train.py's threads=auto takes for batches this small: a block holds at most
+    # STREAM_BLOCK / 2 numbers (a digit and a comma each), and two threads on a busy machine wait
+    threads.apply("auto", STREAM_BLOCK // 2, distributed=False)
     n_features = restored.model.hparams.n_features
     # by default beside the run it comes from, not wherever the command was typed
     out = Path(cfg.output) if cfg.output else (run_dir_of(restored.path) or restored.path.parent) / PREDICTIONS
@@ -125,7 +129,7 @@ def _stream(path: str, n_features: int, dm) -> Iterator[tuple[list[str], list, t
         names = [str(i) for i in range(len(header))]
         reader = pacsv.open_csv(
             path,
-            read_options=pacsv.ReadOptions(column_names=names, skip_rows=skip, block_size=1 << 22),
+            read_options=pacsv.ReadOptions(column_names=names, skip_rows=skip, block_size=STREAM_BLOCK),
             parse_options=pacsv.ParseOptions(quote_char=False),  # plain(): there are no quotes
             convert_options=pacsv.ConvertOptions(column_types={name: pa.string() for name in names},
                                                  null_values=[], strings_can_be_null=False),

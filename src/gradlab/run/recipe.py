@@ -26,14 +26,9 @@ from gradlab.checks.config import check, check_arguments
 from gradlab.lessons.csvfile import DataError
 from gradlab.lessons.data import input_rows
 from gradlab.run import nodes, resume, rundirs, signals, threads, transfer
-from gradlab.run.checkpoints import (
-    AtomicCheckpointIO,
-    FlushLogsAtCheckpoint,
-    RecordModelClass,
-    logger_resume_kwargs,
-)
+from gradlab.run.checkpoints import AtomicCheckpointIO, CheckpointBookkeeping, logger_resume_kwargs
 from gradlab.run.files import write_text
-from gradlab.run.stopping import Diverged, DivergenceGuard, GracefulStop
+from gradlab.run.stopping import Diverged, Stopping
 from gradlab.show import report, tensorboard
 from gradlab.show.report import say
 
@@ -88,7 +83,7 @@ def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> R
     model = _model(cfg, dm)
     run = _run_dir(cfg, model, dm)  # a checkpoint that does not fit, or names paths elsewhere, fails here
     board = _logger(cfg, run)
-    stopper = GracefulStop()
+    stopper = Stopping()
     trainer = _trainer(cfg, run, board, stopper)
     shown = _shown_inputs(cfg.predict_x)
     say(report.start(_overrides_text(), model, trainer))
@@ -189,12 +184,15 @@ def _logger(cfg: DictConfig, run: RunDir) -> TensorBoardLogger | bool:
     return board
 
 
-def _trainer(cfg: DictConfig, run: RunDir, board, stopper: GracefulStop) -> L.Trainer:
-    # what every run needs, whatever the config: clean stops, finite checkpoints, restorable files
-    always = [stopper, RecordModelClass(), FlushLogsAtCheckpoint(),
-              resume.ApplyResumedLearningRate(resume.resumed_lr(cfg, run.is_new))]
-    # the divergence guard first: it sees each step's loss before any callback logs or draws it
-    callbacks = [DivergenceGuard(), *(instantiate(c) for c in (cfg.get("callbacks") or {}).values()), *always]
+def _trainer(cfg: DictConfig, run: RunDir, board, stopper: Stopping) -> L.Trainer:
+    # What every run needs, whatever the config: clean stops, finite checkpoints, restorable files.
+    # Few callbacks, each added only where it has work: Lightning calls every callback at each of
+    # ~9 hooks a step, ~20 us an epoch each on the journal's model (README "Speed").
+    # The stops first: the divergence guard sees each step's loss before any callback logs or draws it.
+    configured = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    callbacks = [stopper, *configured, CheckpointBookkeeping()]
+    if (lr := resume.resumed_lr(cfg, run.is_new)) is not None:  # a resume that sets optimizer.lr
+        callbacks.append(resume.ApplyResumedLearningRate(lr))
     if cfg.get("scheduler"):  # scheduler=step: torch's StepLR, stepped every epoch, for any model
         callbacks.append(instantiate(cfg.scheduler))
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a progress callback then
@@ -205,7 +203,7 @@ def _trainer(cfg: DictConfig, run: RunDir, board, stopper: GracefulStop) -> L.Tr
 
 
 def _fit(trainer: L.Trainer, model: L.LightningModule, dm, run: RunDir, cfg: DictConfig,
-         stopper: GracefulStop) -> None:
+         stopper: Stopping) -> None:
     """Fits, then validates the last epoch if the schedule skipped it. A diverged run is reported
     (FAILED in TensorBoard, result.json) and Diverged raised again."""
     os.environ["GRADLAB_RUN_DIR"] = str(run.path)  # DDP workers re-run this script: same run dir
