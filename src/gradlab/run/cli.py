@@ -11,7 +11,6 @@ prints a one-paragraph message, and `main()` turns its exit 1 into 2.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import signal
@@ -60,7 +59,9 @@ def run(job: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     if not signals.in_worker():
         return _run(job, cfg)
     if not signals.start_worker_job():
-        return _not_started()
+        from gradlab.run.sweeps import job_not_started
+
+        return job_not_started()
     try:
         return _run(job, cfg)
     finally:
@@ -78,42 +79,6 @@ def _from_where_the_command_started() -> None:
         os.chdir(HydraConfig.get().runtime.cwd)
 
 
-def _not_started() -> float:
-    """A sweep job that a worker reached after the sweep was stopped: not run, its empty folder removed."""
-    folder = _drop_empty_job_folder()
-    print(f"gradlab: sweep job {folder.name} not started: the sweep was stopped", file=sys.stderr, flush=True)
-    return float("nan")
-
-
-def _drop_empty_job_folder() -> Path:
-    """The sweep job's folder (from the working directory, as runs are shown), removed if the job left it
-    empty, as Hydra made it: nothing to continue."""
-    from hydra.core.hydra_config import HydraConfig
-
-    folder = Path(os.path.relpath(HydraConfig.get().runtime.output_dir))
-    with contextlib.suppress(OSError):
-        folder.rmdir()  # only if empty
-    return folder
-
-
-def _record_stop(folder: Path) -> None:
-    """A sweep job stopped outside training, in its result.json for the sweep's table: with its continue
-    command (also printed) if it has a checkpoint (stopped in its test stage), else as not trained."""
-    from hydra.core.hydra_config import HydraConfig
-
-    from gradlab.run import resume, rundirs
-
-    if not folder.is_dir():
-        return  # it was empty: removed
-    job = {"overrides": " ".join(HydraConfig.get().overrides.task), "job_num": HydraConfig.get().job.num}
-    if not (folder / "checkpoints" / "last.ckpt").is_file():
-        rundirs.write_result(folder, {"status": "not trained", **job})
-        return
-    command = resume.continue_command(folder)
-    print(f"gradlab: its checkpoint is kept. Continue with:\n  {command}", flush=True)
-    rundirs.write_result(folder, {"status": "interrupted", "continue_with": command, **job})
-
-
 def stopped(message: str, signum: int) -> Any:
     """A stop that ends this job: exit 128 + signum after `message`; in a sweep's worker, the end of this job
     only (the sweep's own process ends with that code once every job has stopped: gradlab.run.signals)."""
@@ -121,8 +86,10 @@ def stopped(message: str, signum: int) -> Any:
 
     if signals.in_worker():
         if message:  # stopped outside training: before it (nothing to continue) or after it
+            from gradlab.run.sweeps import record_stopped_job
+
             print(f"gradlab: {message}", file=sys.stderr, flush=True)
-            _record_stop(_drop_empty_job_folder())
+            record_stopped_job()
         return float("nan")  # the objective of a job that did not finish
     if message:
         fail(message, 128 + signum)

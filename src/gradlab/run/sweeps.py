@@ -1,10 +1,12 @@
-"""Sweeps (-m): each job's folder name, its DDP workers, and the table at the end.
+"""Sweeps (-m): each job's folder name, its DDP workers, the jobs of a stopped parallel sweep, and the
+table at the end.
 
 Hydra callbacks (conf/train.yaml's hydra.callbacks) and the resolver that names job folders.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import itertools
 import json
@@ -195,6 +197,47 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("gradlab_sweep_dir", claim_sweep_dir, use_cache=True)
     if not OmegaConf.has_resolver("gradlab_job_dir"):
         OmegaConf.register_new_resolver("gradlab_job_dir", claim_job_dir, use_cache=True)
+
+
+# -- sweep jobs in worker processes, stopped (gradlab.run.signals, hydra_plugins.gradlab) --
+
+
+def job_not_started() -> float:
+    """A sweep job that a worker reached after the sweep was stopped (gradlab.run.signals): not run, its
+    empty folder removed; nan is its objective."""
+    folder = _drop_empty_job_folder()
+    print(f"gradlab: sweep job {folder.name} not started: the sweep was stopped", file=sys.stderr, flush=True)
+    return float("nan")
+
+
+def _drop_empty_job_folder() -> Path:
+    """The sweep job's folder (from the working directory, as runs are shown), removed if the job left it
+    empty, as Hydra made it: nothing to continue."""
+    from hydra.core.hydra_config import HydraConfig
+
+    folder = Path(os.path.relpath(HydraConfig.get().runtime.output_dir))
+    with contextlib.suppress(OSError):
+        folder.rmdir()  # only if empty
+    return folder
+
+
+def record_stopped_job() -> None:
+    """A sweep job stopped outside training, in its result.json for the sweep's table: with its continue
+    command (also printed) if it has a checkpoint (stopped in its test stage), else as not trained."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from gradlab.run import resume, rundirs
+
+    folder = _drop_empty_job_folder()
+    if not folder.is_dir():
+        return  # it was empty: removed
+    job = {"overrides": " ".join(HydraConfig.get().overrides.task), "job_num": HydraConfig.get().job.num}
+    if not (folder / "checkpoints" / "last.ckpt").is_file():
+        rundirs.write_result(folder, {"status": "not trained", **job})
+        return
+    command = resume.continue_command(folder)
+    print(f"gradlab: its checkpoint is kept. Continue with:\n  {command}", flush=True)
+    rundirs.write_result(folder, {"status": "interrupted", "continue_with": command, **job})
 
 
 class SweepSummary(Callback):
