@@ -599,8 +599,8 @@ def csv_workload(rounds: int, n_rows: int, train: bool, predicting: bool = False
     for side, rs in runs.items():
         over = max(r["over_imports"] for r in rs)
         ratio, memory = medians[side] / medians["pandas"], over / data_mb
-        each = ", ".join(f"{r['seconds']:.2f}" for r in rs)
-        print(f"| {side} | {medians[side]:.2f} ({each}) | {ratio:.2f}x "
+        each = ", ".join(f"{r['seconds']:.3f}" for r in rs)
+        print(f"| {side} | {medians[side]:.3f} ({each}) | {ratio:.2f}x "
               f"| {over:.0f} | {memory:.1f}x |")
         if side == "gradlab":
             ok = ratio <= CSV_TARGETS["time"] and memory <= CSV_TARGETS["memory"]

@@ -4,7 +4,9 @@ decides: it never accepts a cell the serial pass refuses."""
 
 from __future__ import annotations
 
+import decimal
 import random
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -60,21 +62,44 @@ def test_one_cell_gets_the_same_value_from_both_readers_or_the_same_refusal(cell
         assert x[:, 0].tobytes() == serial[:, 0].tobytes() and y.tobytes() == serial[:, 1].tobytes()
 
 
-def test_plain_numbers_take_the_fast_read_and_match_the_serial_pass_bit_for_bit(tmp_path):
+def _nearest_float32(cell: str) -> np.float32:
+    """The oracle: the float32 nearest the decimal, by exact fractions (ties to an even significand)."""
+    exact = Fraction(cell)
+    guess = np.float32(float(cell))
+    around = [np.nextafter(guess, np.float32(-np.inf)), guess, np.nextafter(guess, np.float32(np.inf))]
+    return min(around, key=lambda f: (abs(Fraction(float(f)) - exact), int(f.view(np.uint32)) & 1))
+
+
+def _beside_a_midpoint(rng: random.Random) -> str:
+    """A decimal a hair above or below the midpoint of two float32s (or the midpoint's own repr):
+    where rounding to float64 first and then to float32 can pick the wrong one."""
+    f = np.float32(rng.uniform(-1e4, 1e4))
+    middle = (Fraction(float(f)) + Fraction(float(np.nextafter(f, np.float32(np.inf))))) / 2
+    with decimal.localcontext() as ctx:
+        ctx.prec = 60
+        exact = decimal.Decimal(middle.numerator) / middle.denominator
+        return rng.choice([repr(float(middle)), str(exact * (1 + decimal.Decimal("1e-30"))),
+                           str(exact * (1 - decimal.Decimal("1e-30")))])
+
+
+def test_plain_numbers_take_the_fast_read_and_both_give_the_float32_nearest_each_cell(tmp_path):
     rng = random.Random(22)
     rows = []
     for _ in range(20_000):
         digits = "".join(rng.choice("0123456789") for _ in range(rng.choice([1, 4, 9, 17, 25])))
-        exponent = rng.randint(-40, 37)
-        # near-halfway decimals between two float32s: rounding once or twice tells apart
-        f = np.float32(rng.uniform(-1e4, 1e4))
-        halfway = (float(f) + float(np.nextafter(f, np.float32(np.inf)))) / 2
-        rows.append(f"{rng.choice(['', '-'])}{digits[0]}.{digits[1:]}e{exponent},{halfway!r},{rng.randint(-9, 9)}")
+        exponent = rng.randint(-46, 38)
+        rows.append([f"{rng.choice(['', '-'])}{digits[0]}.{digits[1:]}e{exponent}", _beside_a_midpoint(rng),
+                     str(rng.randint(-9, 9))])
+    rows = [r for r in rows if abs(float(r[0])) < 3.4e38]  # what fits a float32
     path = tmp_path / "plain.csv"
-    path.write_text("a,b,c\n" + "\n".join(rows) + "\n")
+    path.write_text("a,b,c\n" + "\n".join(",".join(r) for r in rows) + "\n")
     fast, serial = _both(path, ["c", "a", "b"])
     assert fast is not None  # the file is plain: the fast read took it
     assert fast.tobytes() == serial.tobytes()
+    expected = np.array([[_nearest_float32(r[2]), _nearest_float32(r[0]), _nearest_float32(r[1])] for r in rows])
+    assert serial.tobytes() == expected.astype(np.float32).tobytes()
+    twice = np.array([np.float32(float(r[1])) for r in rows])
+    assert (twice != expected[:, 2]).sum() > 1000  # the file holds cells that rounding twice gets wrong
 
 
 @pytest.mark.parametrize("content", [
@@ -87,6 +112,37 @@ def test_the_fast_read_finds_the_rows_and_columns_the_serial_pass_finds(content,
     path.write_text(content, encoding="utf-8", newline="")
     fast, serial = _both(path, ["y", "x"])
     assert fast is not None and fast.tobytes() == serial.tobytes()
+
+
+@pytest.mark.parametrize("every_column", [True, False], ids=["every column used", "a column skipped"])
+@pytest.mark.parametrize("odd", [
+    b'"1.5"', b'"1,5"', b'"1\n2,3"', b'1"', b"1\x002", b"1\xff", b"\xc3", b'"', b"\x00", b"\xef\xbb\xbf1",
+    "é".encode(), b"1\r2",
+    b'"x\n9,9,cat,"',  # a quoted line end that, read without quotes, splits into rows of the right width
+], ids=repr)
+def test_a_quote_nul_or_odd_byte_anywhere_leaves_the_fast_read_no_room_to_differ(odd, every_column, tmp_path):
+    """Whichever column holds the odd cell (a number, the labels, a column the read skips), the fast
+    read declines or reads what the serial pass reads; it never accepts what the serial pass refuses."""
+    numbers = ["a", "b", "c"] if every_column else ["a", "b"]  # c: skipped, or read too
+    for where in range(4):
+        rows = [[b"1", b"2", b"cat", b"7"], [b"3", b"4", b"dog", b"8"], [b"5", b"6", b"cat", b"9"]]
+        rows[1][where] = odd
+        path = tmp_path / "odd.csv"
+        path.write_bytes(b"a,b,label,c\n" + b"".join(b",".join(r) + b"\n" for r in rows))
+        for labelled in (False, True):
+            found = (fast_labelled(str(path), "label", numbers) if labelled
+                     else fast_columns(str(path), lambda header: numbers))
+            try:
+                header, numbered = read_table(str(path), "data.path")
+                serial = numeric_columns(str(path), header, numbered, numbers)
+                serial_labels = labels_of(str(path), header, numbered, "label") if labelled else None
+            except DataError:
+                assert found is None, f"the fast read accepted what the serial pass refuses ({where=}, {labelled=})"
+                continue
+            if found is not None:
+                assert (found[0] if labelled else found[1]).tobytes() == serial.tobytes(), (where, labelled)
+                if labelled:
+                    assert (found[2], found[1].tolist()) == (serial_labels[1], serial_labels[0].tolist()), where
 
 
 def test_labels_read_fast_are_labels_of_the_serial_pass(tmp_path):

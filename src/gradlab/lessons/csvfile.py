@@ -3,14 +3,15 @@
 Every bad input is a DataError naming the file, the line an editor shows it on, the column and
 what is allowed. One definition of a CSV number (`number`) serves every reader.
 
-Two readers, one result. The fast read (`fast_columns`: pyarrow's multi-threaded C++ parser, only
-the columns used, each parsed to float64 and then cast to float32, as `number`'s float is) knows
-no line numbers, so it never refuses anything: at the first doubt (a parse or conversion error, a
-quote, a NUL byte, text that is not UTF-8, a NaN, an infinity, a value beyond float32, fewer than 2
-rows) it gives up, and the serial pass (`read_table` + `numeric_columns`, the csv module and
-`number` cell by cell) reads the file again and names the line and column, or, for a number only
-`number` accepts (`1_000`, non-ASCII digits), returns the same values. `tests/test_csv_readers.py`
-holds the two to the same values or the same refusal.
+Two readers, one result: each cell is the float32 nearest its decimal value (ties to even), rounded
+once, as pyarrow's parser rounds it. The fast read (`fast_columns`: pyarrow's multi-threaded C++
+parser, only the columns used, straight to float32) knows no line numbers, so it never refuses
+anything: at the first doubt (a parse or conversion error, a quote, a NUL byte, text that is not
+UTF-8, a NaN, an infinity, a value beyond float32 or at its very edge, fewer than 2 rows) it gives
+up, and the serial pass (`read_table` + `numeric_columns`, the csv module and `number` cell by cell)
+reads the file again and names the line and column, or, for a number only `number` accepts (spaces
+around it), returns the same values. `tests/test_csv_readers.py` holds the two to the same values or
+the same refusal.
 """
 
 from __future__ import annotations
@@ -20,11 +21,14 @@ import csv
 import difflib
 import math
 import re
+from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
-SCAN_BLOCK = 1 << 24  # bytes a time when scanning a file for what only the serial pass reads right
+SCAN_BLOCK = 1 << 18  # bytes a time when scanning a file for what only the serial pass reads right:
+# small enough that the three scans of a block find it in the CPU's cache
 
 
 class DataError(ValueError):
@@ -40,8 +44,9 @@ NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:nan|inf|
                     re.ASCII | re.IGNORECASE)
 
 
-def number(cell: str, where: str) -> float:
-    """A CSV cell as a finite number that fits a float32, or a DataError naming `where` it stands."""
+def number(cell: str, where: str) -> np.float32:
+    """A CSV cell as the float32 nearest it, if it is a finite number that fits a float32, or a
+    DataError naming `where` it stands."""
     cell = cell.strip()
     if not cell:
         raise DataError(f"{where}: the cell is empty; fill it or remove the row")
@@ -54,7 +59,23 @@ def number(cell: str, where: str) -> float:
     if abs(value) > FLOAT32_MAX:
         raise DataError(f"{where}: {cell!r} does not fit a float32 (at most about 3.4e38 in size); "
                         "rescale the column")
-    return value
+    return nearest_float32(cell, value)
+
+
+def nearest_float32(cell: str, value: float) -> np.float32:
+    """The float32 nearest the decimal `cell` (ties to even), given `value`, the float64 nearest it.
+
+    Rounding `value` to float32 gives it, unless `value` lies exactly halfway between two float32s
+    (a float32 midpoint is a float64, so no other can sit between the decimal and `value`): there
+    the decimal itself says which way (rounding twice blindly gets half of those wrong).
+    """
+    single = np.float32(value)
+    if float(single) == value:
+        return single
+    other = np.nextafter(single, np.float32(math.copysign(math.inf, value - float(single))))
+    if value - float(single) != float(other) - value or Fraction(cell) == Fraction(value):
+        return single  # not a midpoint, or the decimal is one: float32's own rounding, ties to even
+    return max(single, other) if Fraction(cell) > Fraction(value) else min(single, other)
 
 
 def read_csv(path: str, target: str, features: list[str] | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -93,7 +114,7 @@ def fast_columns(path: str, choose, labels: str | None = None, min_rows: int = 2
     """
     try:
         header, skip = read_header(path)
-        if header is None or not plain(path):
+        if header is None:
             return None
         wanted = list(choose(header))
         if not wanted or any(c not in header for c in wanted + ([labels] if labels else [])):
@@ -103,30 +124,48 @@ def fast_columns(path: str, choose, labels: str | None = None, min_rows: int = 2
 
         names = [str(i) for i in range(len(header))]  # by position: the file's own names are checked above
         used = [names[header.index(c)] for c in wanted]
-        types = {name: pa.float64() for name in used}  # float64, then float32: as number()'s float is
+        types = {name: pa.float32() for name in used}  # rounded once, as number() rounds
         if labels:
             types[names[header.index(labels)]] = pa.string()
-        table = pacsv.read_csv(
-            path,
+        read = dict(
             read_options=pacsv.ReadOptions(column_names=names, skip_rows=skip),
             parse_options=pacsv.ParseOptions(quote_char=False),  # plain(): there are no quotes
             convert_options=pacsv.ConvertOptions(column_types=types, include_columns=list(types),
                                                  null_values=[], strings_can_be_null=False),
         )
+        if len(types) == len(names):
+            # Every column is parsed: a quote, a NUL byte or bytes that are not UTF-8 fail the parse of
+            # a number, and a text column's cells are checked for UTF-8 by pyarrow and for the rest below.
+            table, clean = pacsv.read_csv(path, **read), True
+        else:
+            # While pyarrow parses (in its own threads, the GIL let go), a thread scans the file for what
+            # it would misread in the columns it skips (plain()); a file that is not plain throws the
+            # table away. The read stays in this thread, whose memory pool gives the table's memory back.
+            with ThreadPoolExecutor(1) as pool:
+                scan = pool.submit(plain, path)
+                table = pacsv.read_csv(path, **read)
+                clean = scan.result()
     except (OSError, ValueError, csv.Error):  # pyarrow.ArrowInvalid and UnicodeDecodeError are ValueErrors
         return None
-    if table.num_rows < min_rows:
+    if not clean or table.num_rows < min_rows:
         return None
     data = np.empty((len(used), table.num_rows), dtype=np.float32)  # a column a row: each written whole
     for j, name in enumerate(used):
         start = 0
         for chunk in table.column(name).chunks:
-            values = chunk.to_numpy(zero_copy_only=True)  # float64, no copy
-            if not np.isfinite(values).all() or np.abs(values).max(initial=0) > FLOAT32_MAX:
-                return None
-            data[j, start : start + len(values)] = values  # float64 to float32, as number()'s float is
+            values = chunk.to_numpy(zero_copy_only=True)
+            data[j, start : start + len(values)] = values
             start += len(values)
+        # max and min carry a NaN through; an infinity and float32's largest (the nearest float32 to
+        # numbers a little beyond it too, which number() refuses: it decides) are not below it
+        if not (data[j].max() < FLOAT32_MAX and data[j].min() > -FLOAT32_MAX):
+            return None
     text = table.column(names[header.index(labels)]) if labels else None
+    if text is not None:
+        import pyarrow.compute as pc  # here only: its import alone costs a tenth of a large read
+
+        if any(pc.any(pc.match_substring(text, mark)).as_py() for mark in ('"', "\0")):
+            return None  # quoted or cut short, as the csv module reads it
     del table
     pa.default_memory_pool().release_unused()
     data = data.T  # (rows, columns), a view
@@ -201,7 +240,7 @@ def numeric_columns(path: str, header: list[str], numbered: list[tuple[int, list
                     wanted: list[str]) -> np.ndarray:
     """The `wanted` columns of the rows as float32, (rows, len(wanted)); a bad cell is named."""
     cols = [header.index(c) for c in wanted]
-    data = np.empty((len(numbered), len(cols)), dtype=np.float32)  # each float rounded once, as the fast read's
+    data = np.empty((len(numbered), len(cols)), dtype=np.float32)
     for i, (line, row) in enumerate(numbered):
         if len(row) != len(header):
             raise DataError(f"{path}, line {line}: {len(row)} cells, but the header has {len(header)}")
