@@ -137,7 +137,7 @@ def test_a_quote_nul_or_odd_byte_anywhere_leaves_the_fast_read_no_room_to_differ
                 serial = numeric_columns(str(path), header, numbered, numbers)
                 serial_labels = labels_of(str(path), header, numbered, "label") if labelled else None
             except DataError:
-                assert found is None, f"the fast read accepted what the serial pass refuses ({where=}, {labelled=})"
+                assert found is None, f"the fast read took what the serial pass refuses ({where=}, {labelled=})"
                 continue
             if found is not None:
                 assert (found[0] if labelled else found[1]).tobytes() == serial.tobytes(), (where, labelled)
