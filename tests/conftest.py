@@ -25,17 +25,21 @@ def make_cfg(*overrides: str, root_dir: Path | None = None) -> DictConfig:
         return compose("train", overrides=[*overrides, "print_config=false", *extra])
 
 
+# read after start-up (the fork server puts PYTHONPATH on sys.path itself)
+FORKABLE_ENV = {"PYTHONPATH", "HYDRA_FULL_ERROR"}
+
+
 def run_script(script: str, *args: str, cwd: Path, timeout: float = 300, env: dict | None = None,
                fresh: bool = False) -> subprocess.CompletedProcess:
     """Runs scripts/<script> in a process of its own from `cwd`; returns the CompletedProcess.
 
     The process is a fork of tests/forkserver.py (torch and Lightning already imported), unless
-    `fresh`, `env` is given (it may change how Python starts) or GRADLAB_TEST_FRESH=1 is set: then it
-    is a new interpreter, as on the command line.
+    `fresh`, `env` sets anything but FORKABLE_ENV (the rest may change how Python or torch start) or
+    GRADLAB_TEST_FRESH=1 is set: then it is a new interpreter, as on the command line.
     """
     argv = [str(ROOT / "scripts" / script), *args]
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    if fresh or env or os.environ.get("GRADLAB_TEST_FRESH") == "1":
+    if fresh or set(env or {}) - FORKABLE_ENV or os.environ.get("GRADLAB_TEST_FRESH") == "1":
         return subprocess.run([sys.executable, *argv], cwd=cwd, capture_output=True, text=True, timeout=timeout,
                               env=full_env)
     server = _forkserver()

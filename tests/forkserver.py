@@ -4,10 +4,11 @@
 its command line, and about 1 s tearing them down; the suite runs a few hundred such commands.
 This server imports those third-party libraries once (never gradlab, never a script), then for each
 request forks a child that is a script's process in everything the tests look at: its own pid,
-working directory, environment, argv, stdin from /dev/null, stdout and stderr into files, signal
-handlers as the script installs them, its exit code (sys.exit, os._exit, an uncaught exception,
-atexit handlers run). The test harness (tests/conftest.py run_script) uses a fresh interpreter
-instead wherever start-up itself is under test (`fresh=True`).
+working directory, environment (PYTHONPATH's entries on sys.path), argv, stdin from /dev/null,
+stdout and stderr into files, signal handlers as the script installs them, its exit code
+(sys.exit, os._exit, an uncaught exception, atexit handlers run). The test harness
+(tests/conftest.py run_script) uses a fresh interpreter instead wherever start-up itself is under
+test (`fresh=True`).
 
 Protocol, one JSON line each way on stdin/stdout: {"argv", "cwd", "env", "out", "err", "timeout"} ->
 {"returncode"} (negative: killed by that signal; "timeout": true when it was killed for running long).
@@ -49,6 +50,9 @@ def _child(request: dict) -> None:
         script = request["argv"][0]
         sys.argv = list(request["argv"])
         sys.path[0] = os.path.dirname(os.path.abspath(script))  # as `python script` sets it
+        added = [entry for entry in request["env"].get("PYTHONPATH", "").split(os.pathsep)
+                 if entry and entry not in sys.path]
+        sys.path[1:1] = added  # PYTHONPATH's entries come right after the script's folder, as at start-up
         try:
             runpy.run_path(script, run_name="__main__")
             code = 0

@@ -41,7 +41,7 @@ GRAPHS = {  # a short run of each classifier, and the layers its graph must show
 @pytest.mark.parametrize("case", GRAPHS)
 def test_a_classifier_run_draws_the_models_graph_with_its_layers_and_no_tracer_warning(case, tmp_path):
     overrides, layers = GRAPHS[case]
-    proc = run_script("train.py", *overrides, f"root_dir={tmp_path}", cwd=tmp_path, fresh=True)
+    proc = run_script("train.py", *overrides, f"root_dir={tmp_path}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Warning" not in proc.stdout + proc.stderr  # torch.jit.trace's deprecation is filtered, only it
     run_dir = re.search(r"^gradlab: run directory (.+)$", proc.stdout, re.M).group(1)

@@ -3,12 +3,9 @@ runs of the command line, with shuffled mini-batches; another seed gives other w
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import torch
-from conftest import ROOT
+from conftest import run_script
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 # shuffled mini-batches of 8 (a new order every epoch), Adam (state to compare), manual optimisation
@@ -19,15 +16,9 @@ RUN = ["data.batch_size=8", "data.shuffle=true", "optimizer=adam", "optimizer.lr
 @pytest.mark.slow
 def test_the_same_seed_gives_bit_identical_weights_and_another_seed_does_not(tmp_path):
     names = {"first": 7, "second": 7, "other_seed": 8}
-    procs = {
-        name: subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train.py"), *RUN, f"seed={seed}",
-                                f"name={name}"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
-        for name, seed in names.items()
-    }
-    for proc in procs.values():
-        out = proc.communicate(timeout=600)[0]
-        assert proc.returncode == 0, out
+    for name, seed in names.items():  # each a process of its own (a fork of the test's fork server)
+        proc = run_script("train.py", *RUN, f"seed={seed}", f"name={name}", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
     runs = {name: tmp_path / "lightning_logs" / name / "version_0" for name in names}
     ckpts = {name: torch.load(d / "checkpoints" / "last.ckpt", weights_only=True) for name, d in runs.items()}
     first, second, other = ckpts["first"], ckpts["second"], ckpts["other_seed"]
