@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, run_script
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.compat.proto import event_pb2
 from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
@@ -109,8 +109,7 @@ def test_a_signal_during_training_saves_a_checkpoint_and_resume_reaches_the_unin
     last_logged = max(e.step for e in scalars.Scalars("train/loss"))
     assert saved["global_step"] - 10 <= last_logged <= saved["global_step"], where
 
-    resumed = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), *RUN, "name=run", "resume=true"],
-                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    resumed = run_script("train.py", *RUN, "name=run", "resume=true", cwd=tmp_path)
     assert resumed.returncode == 0, where + resumed.stdout + resumed.stderr
     assert not (tmp_path / "lightning_logs" / "run" / "version_1").exists()  # continued in place
     final = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
