@@ -557,7 +557,7 @@ def test_a_stopped_parallel_sweep_leaves_every_started_job_continuable_with_its_
     """hydra/launcher=joblib, two workers, three jobs (or Optuna's batches of two). A Ctrl-C reaches every
     process of the terminal's group; a `kill` reaches the sweep's process only, which passes it on. Either
     way each running job ends its epoch with a checkpoint, no other starts (the third job, Optuna's next
-    batch), and the sweep prints each job's command; pasted as printed, each continues its own job
+    batch), and the sweep prints each job's command; run as printed, each continues its own job
     folder to the end."""
     signum = signal.SIGINT if how.startswith("Ctrl-C") else signal.SIGTERM
     if "Optuna" in how:  # it picks the optimiser and its rate
