@@ -156,9 +156,7 @@ def fast_columns(path: str, choose, labels: str | None = None, min_rows: int = 2
             values = chunk.to_numpy(zero_copy_only=True)
             data[j, start : start + len(values)] = values
             start += len(values)
-        # max and min carry a NaN through; an infinity and float32's largest (the nearest float32 to
-        # numbers a little beyond it too, which number() refuses: it decides) are not below it
-        if not (data[j].max() < FLOAT32_MAX and data[j].min() > -FLOAT32_MAX):
+        if not inside_float32(data[j]):
             return None
     text = table.column(names[header.index(labels)]) if labels else None
     if text is not None:
@@ -170,6 +168,13 @@ def fast_columns(path: str, choose, labels: str | None = None, min_rows: int = 2
     pa.default_memory_pool().release_unused()
     data = data.T  # (rows, columns), a view
     return wanted, data, text
+
+
+def inside_float32(values: np.ndarray) -> bool:
+    """Whether float32 values a fast read parsed are all numbers number() accepts as they are: not a
+    NaN, an infinity, or float32's largest, which is also the nearest float32 to numbers a little
+    beyond it (number() refuses those: the serial pass decides). max and min carry a NaN through."""
+    return bool(values.max() < FLOAT32_MAX and values.min() > -FLOAT32_MAX)
 
 
 def read_header(path: str) -> tuple[list[str] | None, int]:

@@ -18,9 +18,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from gradlab.lessons.csvfile import (
-    FLOAT32_MAX,
     DataError,
     check_known_labels,
+    inside_float32,
     numeric_columns,
     plain,
     read_header,
@@ -142,8 +142,8 @@ def _stream(path: str, n_features: int, dm) -> Iterator[tuple[list[str], list, t
             rows = np.empty((batch.num_rows, len(wanted)), dtype=np.float32)
             for j, col in enumerate(wanted):
                 rows[:, j] = pc.cast(batch.column(header.index(col)), pa.float32()).to_numpy()  # as number()
-                if not (rows[:, j].max() < FLOAT32_MAX and rows[:, j].min() > -FLOAT32_MAX):
-                    raise _Serial  # NaN, an infinity, or float32's edge: number() decides
+                if not inside_float32(rows[:, j]):
+                    raise _Serial  # number() decides
             cells = list(zip(*(column.to_pylist() for column in batch.columns)))
             yield header, cells, torch.from_numpy(rows)
     except (OSError, ValueError, csv.Error):  # pyarrow.ArrowInvalid and UnicodeDecodeError are ValueErrors
