@@ -369,8 +369,10 @@ def _check_predict_x(cfg: DictConfig) -> None:
 _HYDRA_KEYS = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"}
 
 
-def check_arguments(cfg: DictConfig) -> None:
-    """Raises ConfigError for a `_target_` that cannot be imported or a key its constructor lacks.
+def check_arguments(cfg: DictConfig):
+    """Raises ConfigError for a `_target_` that cannot be imported or a key its constructor lacks;
+    returns the Trainer built to check the trainer keys (None without any): Lightning's view of this
+    process, which gradlab.run.nodes reads.
 
     Imports each target, so call it after `check` and before a run directory is claimed: a key
     appended with `+` (`+trainer.foo=1`) would otherwise fail only when the object is built.
@@ -411,20 +413,18 @@ def check_arguments(cfg: DictConfig) -> None:
         if strategy not in StrategyRegistry.available_strategies():
             names = ", ".join(["auto", *StrategyRegistry.available_strategies()])
             raise ConfigError(_message("trainer.strategy", strategy, names))
-    if "trainer" in cfg:
-        _build_a_trainer(cfg)
+    return _build_a_trainer(cfg) if "trainer" in cfg else None
 
 
-def _build_a_trainer(cfg: DictConfig) -> None:
-    """Builds the configured Trainer once, without logger or callbacks, and throws it away: what only
-    Lightning knows (devices=-1 on a CPU accelerator, a strategy this machine cannot run, a `+trainer`
-    value of the wrong kind) is refused here, before a run directory exists. A Trainer writes nothing
-    until it fits."""
+def _build_a_trainer(cfg: DictConfig):
+    """Builds the configured Trainer once, without logger or callbacks: what only Lightning knows
+    (devices=-1 on a CPU accelerator, a strategy this machine cannot run, a `+trainer` value of the
+    wrong kind) is refused here, before a run directory exists. A Trainer writes nothing until it fits."""
     from hydra.utils import instantiate
 
     try:
-        instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False,
-                    enable_progress_bar=False, enable_model_summary=False)
+        return instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False,
+                           enable_progress_bar=False, enable_model_summary=False)
     except Exception as e:
         cause = e.__cause__ or e  # Hydra wraps the constructor's error
         detail = " ".join(str(cause).split()) or type(cause).__name__

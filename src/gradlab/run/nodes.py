@@ -61,10 +61,11 @@ class Launch:
         return "nccl" if self.device.type == "cuda" else "gloo"  # what Lightning's DDPStrategy would choose
 
 
-def connect(cfg: DictConfig) -> None:
+def connect(cfg: DictConfig, trainer) -> None:
     """When a launcher started every process of this run: joins the other ranks and checks that they
-    all run the same config (ConfigError, NodesLost otherwise). Nothing for other runs."""
-    found = launch(cfg)
+    all run the same config (ConfigError, NodesLost otherwise). Nothing for other runs. `trainer`: the
+    configured Trainer without logger or callbacks (gradlab.checks.config.check_arguments builds it)."""
+    found = launch(trainer)
     if found is not None:
         join(found, timeout_s(cfg))
         check_same_config(cfg)
@@ -84,7 +85,7 @@ def strategy(cfg: DictConfig):
     return spec["strategy"](**spec["init_params"], timeout=timedelta(seconds=timeout_s(cfg)))
 
 
-def launch(cfg: DictConfig) -> Launch | None:
+def launch(trainer) -> Launch | None:
     """This process's Launch when every process of its run was started from outside (several nodes,
     torchrun, srun); None for one process, and for DDP whose workers Lightning starts itself.
 
@@ -93,9 +94,11 @@ def launch(cfg: DictConfig) -> Launch | None:
     launch it cannot join before the Trainer (below)."""
     from lightning.pytorch.plugins.environments import LightningEnvironment
 
+    if trainer is None:  # a config without trainer keys: one process
+        return None
     if rundirs.ddp_child_run_dir() is not None:  # a worker Lightning started: rank 0's directory comes with it
         return None
-    trainer = _a_trainer(cfg)  # asks Lightning how it sees this process: its cluster environment, ranks
+    # Lightning's view of this process, from the Trainer: its cluster environment, its ranks
     expected = trainer.num_nodes * trainer.num_devices
     given = os.environ.get("WORLD_SIZE")
     if given is not None and given != str(expected):
@@ -292,15 +295,6 @@ def _joined_now() -> bool:
     import torch.distributed as dist
 
     return _joined and dist.is_initialized()
-
-
-def _a_trainer(cfg: DictConfig):
-    """The configured Trainer without logger or callbacks: Lightning's view of this process. Building
-    one writes nothing (gradlab.checks.config builds one the same way to check the trainer keys)."""
-    from hydra.utils import instantiate
-
-    return instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False,
-                       enable_progress_bar=False, enable_model_summary=False)
 
 
 def _flat(node, prefix: str = "") -> dict[str, object]:

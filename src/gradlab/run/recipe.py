@@ -73,8 +73,8 @@ def train(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> R
     signals.raise_from_now_on()  # a stop from here is cleaned up on the way out (gradlab.run.signals)
     cfg = resume.effective_config(cfg)  # a resume: its run's config.yaml plus what this command line changes
     check(cfg)  # cli.run checked the command line's before the imports; this is for Python callers and resumes
-    check_arguments(cfg)  # what only the imported classes know, still before a run directory
-    nodes.connect(cfg)  # processes a launcher started (several nodes, torchrun, srun) join, on one config
+    probe = check_arguments(cfg)  # what only the imported classes know, still before a run directory
+    nodes.connect(cfg, probe)  # processes a launcher started (several nodes, torchrun, srun) join, on one config
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     started = time.perf_counter()
     dm = datamodule or _data(cfg)  # bad data fails here, before any run directory exists
