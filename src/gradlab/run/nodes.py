@@ -165,13 +165,19 @@ def join(launch: Launch, timeout_s: float) -> None:
     finally:
         joined.set()
     _joined = True
+    leave_at_exit()
+
+
+def leave_at_exit() -> None:
+    """Closes the process group before the interpreter ends, whatever ends it: left to the end of the
+    interpreter, gloo's threads can be torn down while still running ("terminate called without an
+    active exception", SIGABRT) when a rank exits just after another. For the ranks joined here, and
+    for the DDP workers Lightning starts (gradlab.run.recipe)."""
+    atexit.unregister(_leave)  # once
     atexit.register(_leave)
 
 
 def _leave() -> None:
-    """Closes the process group before the interpreter ends, whatever ends it: left to the end of the
-    interpreter, gloo's threads can be torn down while still running ("terminate called without an
-    active exception", SIGABRT) when a rank exits just after another."""
     import torch.distributed as dist
 
     if dist.is_initialized():

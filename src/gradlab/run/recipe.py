@@ -275,6 +275,7 @@ def _resolve(cfg: DictConfig, model: L.LightningModule, dm) -> RunDir:
                 f"{type(model.configure_optimizers()).__name__}'s, so the optimiser starts fresh, from epoch 0")
         return RunDir(rundirs.new_run_dir(cfg.root_dir, cfg.name), path, True, weights_only=fresh)
     if (child := rundirs.ddp_child_run_dir()) is not None:
+        nodes.leave_at_exit()  # a worker Lightning started: its process group closed before it ends
         return RunDir(child, None, False)
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         # a sweep job: Hydra gives each job its own folder under the sweep's folder
