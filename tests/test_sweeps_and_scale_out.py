@@ -88,6 +88,31 @@ def test_readmes_first_sweep_runs_one_job_per_value_and_names_a_converged_one_be
     assert "\x1b[" not in proc.stdout + proc.stderr  # piped: no colour codes
 
 
+def test_the_sweeps_table_names_each_job_by_what_differs_from_the_others(tmp_path):
+    """The job column is narrow: settings every job shares (here the data's) would fill it, and every
+    row would read the same."""
+    proc = run_script("train.py", "-m", "data.n_samples=60", "data.noise=5", "optimizer.lr=0.1", "seed=1,2",
+                      "trainer.max_epochs=3", "print_config=false", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (sweep,) = (tmp_path / "lightning_logs" / "default").glob("sweep-*")
+    folders = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert len(folders) == 2 and all("n_samples=60" in f for f in folders)  # the folders keep every setting
+    table = proc.stdout[proc.stdout.index("  job "):].splitlines()[1:3]
+    assert [row.split()[0] for row in table] == ["seed=1", "seed=2"], table
+
+
+@pytest.mark.parametrize(("names", "shown"), [
+    (["lr=0.001,seed=1", "lr=0.1,seed=1"], ["lr=0.001", "lr=0.1"]),
+    (["features=_a,b_,seed=3", "features=_a,c_,seed=3"], ["features=_a,b_", "features=_a,c_"]),  # comma in a value
+    (["lr=0.1"], ["lr=0.1"]),  # one job: its whole name
+    (["lr=0.1", "lr=0.1-1"], ["lr=0.1", "lr=0.1-1"]),
+])
+def test_what_a_job_is_shown_as_drops_only_what_every_job_shares(names, shown):
+    from gradlab.run.sweeps import _what_differs
+
+    assert _what_differs(names) == shown
+
+
 def test_a_second_sweep_in_the_same_minute_gets_its_own_folder_and_repeated_values_their_own_jobs(tmp_path):
     from gradlab.run.sweeps import claim_job_dir, claim_sweep_dir
 

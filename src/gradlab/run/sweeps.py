@@ -269,9 +269,9 @@ class SweepSummary(Callback):
         cells = [[r["status"], _formatted(r.get("train_loss")), _formatted(r.get("best_fit_loss")),
                   _formatted(r.get("val_loss"))] for r in rows]
         widths = [max(len(c), *(len(t[i]) for t in cells)) for i, c in enumerate(columns)]
-        job_width = max(3, min(max(len(r["job"]) for r in rows), 76 - sum(w + 2 for w in widths) - 1))
+        job_width = max(3, min(max(len(r["shown"]) for r in rows), 76 - sum(w + 2 for w in widths) - 1))
         lines = ["  ".join([_cut(job, job_width).ljust(job_width), *(v.ljust(w) for v, w in zip(values, widths))])
-                 for job, values in [("job", columns), *((r["job"], t) for r, t in zip(rows, cells))]]
+                 for job, values in [("job", columns), *((r["shown"], t) for r, t in zip(rows, cells))]]
         print(f"gradlab: sweep {sweep}")
         print("\n".join("  " + line.rstrip() for line in lines))
         print("  (optimum: the best fit's train loss; converged: train loss within 1% of it)")
@@ -280,14 +280,14 @@ class SweepSummary(Callback):
         if signals.received is not None:
             pass  # stopped: which job is best is not known yet; what to continue is (_continue_commands)
         elif best is not None:
-            print(f"gradlab: best by val/loss among converged jobs:\n  {_cut(best['job'], 76)}: "
+            print(f"gradlab: best by val/loss among converged jobs:\n  {_cut(best['shown'], 76)}: "
                   f"val/loss {_formatted(best['val_loss'])}, train loss {_formatted(best.get('train_loss'))}")
         else:
             print("gradlab: no job converged (train loss within 1% of the optimum): train longer "
                   "(trainer.max_epochs) before comparing val/loss")
         if fastest is not None:
             lower = _formatted(fastest["val_loss"])
-            print(f"gradlab: note: {_cut(fastest['job'], 30)} has a lower val/loss ({lower})\n  but has not "
+            print(f"gradlab: note: {_cut(fastest['shown'], 30)} has a lower val/loss ({lower})\n  but has not "
                   "converged: on a small validation split that is chance\n  (README, \"Sweeps\")")
         from gradlab.run.files import atomic_file  # here: a script imports this module before any check
 
@@ -331,8 +331,20 @@ def _rows(sweep: Path) -> list[dict]:
         except (OSError, ValueError):
             continue
         rows.append({**result, "job": path.parent.name, "status": str(result.get("status", ""))})
-    return sorted(rows, key=lambda r: (r.get("job_num") if isinstance(r.get("job_num"), int) else 1 << 30,
+    rows = sorted(rows, key=lambda r: (r.get("job_num") if isinstance(r.get("job_num"), int) else 1 << 30,
                                        r["job"]))
+    for r, shown in zip(rows, _what_differs([r["job"] for r in rows])):
+        r["shown"] = shown
+    return rows
+
+
+def _what_differs(names: list[str]) -> list[str]:
+    """Each job folder's name without the settings every job shares (`data=csv,lr=0.1,seed=1` and
+    `data=csv,lr=0.1,seed=2` show as `seed=1` and `seed=2`): the table's column is narrow, and the
+    shared settings would fill it. A single job keeps its whole name."""
+    split = [re.split(r",(?=[^,=\[\]]+=)", name) for name in names]  # at the commas before a key
+    shared = set.intersection(*map(set, split)) if len(names) > 1 else set()
+    return [",".join(p for p in parts if p not in shared) or name for parts, name in zip(split, names)]
 
 
 def _converged(row: dict) -> bool | None:
